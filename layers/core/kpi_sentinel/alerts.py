@@ -1,0 +1,241 @@
+"""Alerts (schema v1): which scored points become alerts, how they are grouped and explained.
+
+Grouping: when a metric's total alerts in a period, its slices that moved become the alert's
+*contributors* instead of alerts of their own; a slice alerts on its own only when the total did not
+(a crater in a small source that the total hides).
+
+Severity: ``warning`` past the threshold in the metric's bad direction, ``critical`` past twice the
+threshold with a change of at least 30%; ``info`` past the threshold in the other direction (the
+report shows it, support triage does not receive it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from kpi_sentinel.config import IntegrationConfig, MetricSpec, RateSpec, RatioSpec
+from kpi_sentinel.scoring import ScoredPoint, Series, period_start
+
+SCHEMA_VERSION = "1"
+CRITICAL_CHANGE = 0.30
+TOP_CONTRIBUTORS = 5
+_DISPLAY = {"ngr": "NGR", "ggr": "GGR", "ftds": "FTDs", "ftd": "FTD", "ctr": "CTR"}
+
+
+def alert_id(integration_id: str, detector: str, metric: str, dimension: str, value: str, start: str) -> str:
+    """Deterministic: the same integration, detector, series and period always give the same id.
+
+    >>> alert_id("acme-ads", "ewma", "ngr", "", "", "2026-10-15T12:00:00+00:00")
+    'ewma-5bd8b1e1e3a14b5d95e14c8a5db8b1b3'
+    """
+    text = "\x1f".join((integration_id, detector, metric, dimension, value, start))
+    return f"{detector}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+
+
+def display_name(metric: str) -> str:
+    return _DISPLAY.get(metric.lower(), metric.replace("_", " ").capitalize())
+
+
+def baseline_label(season: int, granularity: int) -> str:
+    seconds = season * granularity
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400}-day baseline"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}-hour baseline"
+    return f"{seconds // 60}-minute baseline"
+
+
+def _is_ratio(spec: MetricSpec | RatioSpec | RateSpec | None) -> bool:
+    return isinstance(spec, RatioSpec | RateSpec)
+
+
+def format_value(value: float, ratio: bool) -> str:
+    if ratio:
+        return f"{value * 100:.1f}%"
+    if abs(value) >= 100 or float(value).is_integer():
+        return f"{value:,.0f}"
+    return f"{value:,.2f}"
+
+
+def percent_change(observed: float, expected: float) -> float | None:
+    if expected == 0:
+        return None
+    return (observed - expected) / abs(expected) * 100.0
+
+
+def classify(
+    point: ScoredPoint, spec: MetricSpec | RatioSpec | RateSpec, threshold: float
+) -> tuple[str, str] | None:
+    """``(severity, direction)`` when the point is an alert, else None (warm-up, floors, threshold)."""
+    if not point.ready or math.isnan(point.score) or abs(point.score) < threshold:
+        return None
+    delta = point.observed - point.expected
+    if abs(delta) < spec.min_abs_change:
+        return None
+    volume = point.volume if _is_ratio(spec) else max(abs(point.observed), abs(point.expected))
+    if volume < spec.min_volume:
+        return None
+    direction = "up" if point.score > 0 else "down"
+    if spec.bad_direction not in (direction, "both"):
+        return "info", direction
+    change = percent_change(point.observed, point.expected)
+    big = change is None or abs(change) >= CRITICAL_CHANGE * 100
+    return ("critical" if abs(point.score) >= 2 * threshold and big else "warning"), direction
+
+
+def _weight(point: ScoredPoint, ratio: bool) -> float:
+    delta = point.observed - point.expected
+    return delta * point.volume if ratio else delta
+
+
+def contributors(total: ScoredPoint, slices: Sequence[ScoredPoint], ratio: bool) -> list[dict[str, Any]]:
+    """Slices ranked by their share of the total's change (same-sign deltas within each dimension)."""
+    sign = 1.0 if total.observed >= total.expected else -1.0
+    by_dimension: dict[str, list[ScoredPoint]] = defaultdict(list)
+    for point in slices:
+        if point.ready and not math.isnan(point.expected):
+            by_dimension[point.series[1]].append(point)
+    ranked: list[dict[str, Any]] = []
+    for dimension, points in by_dimension.items():
+        moving = [p for p in points if _weight(p, ratio) * sign > 0]
+        pool = sum(_weight(p, ratio) * sign for p in moving)
+        if pool <= 0:
+            continue
+        for p in moving:
+            ranked.append(
+                {
+                    "dimension": dimension,
+                    "value": p.series[2],
+                    "share": round(_weight(p, ratio) * sign / pool, 4),
+                    "delta": round(p.observed - p.expected, 6),
+                    "observed": round(p.observed, 6),
+                    "expected": round(p.expected, 6),
+                }
+            )
+    ranked.sort(key=lambda c: (-c["share"], c["dimension"], c["value"]))
+    return ranked[:TOP_CONTRIBUTORS]
+
+
+def summary(
+    point: ScoredPoint,
+    spec: MetricSpec | RatioSpec | RateSpec,
+    label: str,
+    contributors_: Sequence[Mapping[str, Any]],
+) -> str:
+    ratio = _is_ratio(spec)
+    metric, dimension, value = point.series
+    name = display_name(metric)
+    subject = f"{name} for {dimension} {value}" if dimension else name
+    change = percent_change(point.observed, point.expected)
+    verb = "rose" if point.observed > point.expected else "dropped"
+    amount = f" {abs(change):.0f}%" if change is not None else ""
+    numbers = f"({format_value(point.observed, ratio)} vs {format_value(point.expected, ratio)} expected)"
+    sentence = f"{subject} {verb}{amount} vs the {label} {numbers}"
+    if contributors_:
+        top = contributors_[0]
+        noun = "rise" if verb == "rose" else "drop"
+        sentence += (
+            f"; {top['dimension']} {top['value']} accounts for {top['share'] * 100:.0f}% of the {noun}"
+        )
+    return sentence
+
+
+def build_alerts(
+    config: IntegrationConfig,
+    granularity: int,
+    points: Iterable[ScoredPoint],
+    sync_key: str,
+) -> list[dict[str, Any]]:
+    """Alerts (schema v1 dicts) for one sync's scored points, grouped as described above."""
+    by_period_metric: dict[tuple[int, str], list[ScoredPoint]] = defaultdict(list)
+    for point in points:
+        by_period_metric[(point.period, point.series[0])].append(point)
+    label = baseline_label(config.season, granularity)
+    alerts: list[dict[str, Any]] = []
+    for (period, metric), group in sorted(by_period_metric.items()):
+        spec = config.metric(metric)
+        if spec is None:
+            continue
+        total = next((p for p in group if not p.series[1]), None)
+        slices = [p for p in group if p.series[1]]
+        total_verdict = classify(total, spec, config.threshold) if total else None
+        if total and total_verdict:
+            found = contributors(total, slices, _is_ratio(spec))
+            alerts.append(_alert(config, granularity, total, spec, total_verdict, found, label, sync_key))
+            continue
+        for point in slices:
+            verdict = classify(point, spec, config.threshold)
+            if verdict:
+                alerts.append(_alert(config, granularity, point, spec, verdict, [], label, sync_key))
+    return alerts
+
+
+def _alert(
+    config: IntegrationConfig,
+    granularity: int,
+    point: ScoredPoint,
+    spec: MetricSpec | RatioSpec | RateSpec,
+    verdict: tuple[str, str],
+    found: list[dict[str, Any]],
+    label: str,
+    sync_key: str,
+) -> dict[str, Any]:
+    severity, direction = verdict
+    metric, dimension, value = point.series
+    start = period_start(point.period, granularity)
+    change = percent_change(point.observed, point.expected)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "alert_id": alert_id(config.integration_id, "ewma", metric, dimension, value, start.isoformat()),
+        "integration_id": config.integration_id,
+        "detector": "ewma",
+        "metric": metric,
+        "features": None,
+        "dimension": dimension or None,
+        "dimension_value": value if dimension else None,
+        "period_start": start.isoformat(),
+        "period_end": (start + timedelta(seconds=granularity)).isoformat(),
+        "granularity_seconds": granularity,
+        "observed": round(point.observed, 6),
+        "expected": round(point.expected, 6),
+        "expected_lower": round(point.lower, 6),
+        "expected_upper": round(point.upper, 6),
+        "deviation": {
+            "absolute": round(point.observed - point.expected, 6),
+            "percent": None if change is None else round(change, 2),
+        },
+        "score": round(point.score, 4),
+        "threshold": config.threshold,
+        "direction": direction,
+        "bad_direction": spec.bad_direction,
+        "severity": severity,
+        "contributors": found,
+        "summary": summary(point, spec, label, found),
+        "baseline": label,
+        "tier": config.tier,
+        "segment": config.segment,
+        "source_key": sync_key,
+    }
+
+
+def snooze_matches(snooze: Mapping[str, Any], alert: Mapping[str, Any]) -> bool:
+    """A snooze covers its integration, optionally narrowed to a metric and/or a dimension value."""
+    if snooze.get("integration_id") != alert["integration_id"]:
+        return False
+    if snooze.get("metric") and snooze["metric"] != alert["metric"]:
+        return False
+    if snooze.get("dimension") and snooze["dimension"] != alert["dimension"]:
+        return False
+    if snooze.get("dimension_value"):
+        in_contributors = any(c["value"] == snooze["dimension_value"] for c in alert["contributors"][:1])
+        return bool(snooze["dimension_value"] == alert["dimension_value"] or in_contributors)
+    return True
+
+
+def series_key(alert: Mapping[str, Any]) -> Series:
+    return (alert["metric"], alert["dimension"] or "", alert["dimension_value"] or "")

@@ -1,0 +1,316 @@
+"""Integration config: what a sync file holds and how each of its series is judged.
+
+An operator may store an explicit config (JSON, see :func:`IntegrationConfig.from_dict`); without
+one, :func:`infer_config` derives sensible defaults from the first file's columns and values, and the
+scorer remembers that inference so later syncs are read the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+Direction = Literal["down", "up", "both"]
+Shape = Literal["metrics", "events"]
+DIRECTIONS: tuple[Direction, ...] = ("down", "up", "both")
+
+GRANULARITIES = {"5min": 300, "hour": 3600, "day": 86400}
+# A week for every granularity: business KPIs repeat weekly (weekday/weekend × hour of day).
+# 5-minute data uses one day (288 periods): a week would be 2,016 slots per series.
+DEFAULT_SEASON = {300: 288, 3600: 168, 86400: 7}
+
+TIMESTAMP_FIELDS = ("timestamp", "period", "period_start", "ts", "time", "date", "datetime")
+EVENT_TIMESTAMP_FIELDS = ("created_at", "event_time", "occurred_at", "event_timestamp")
+
+# Bad directions for well-known KPI names; anything else is judged in both directions (recall first).
+_DOWN_IS_BAD = {
+    "ngr",
+    "ggr",
+    "revenue",
+    "deposits",
+    "deposit_amount",
+    "ftds",
+    "ftd",
+    "signups",
+    "registrations",
+    "conversions",
+    "installs",
+    "orders",
+    "purchases",
+    "sales",
+    "conversion",
+    "signup_rate",
+    "ftd_rate",
+}
+_UP_IS_BAD = {
+    "tickets",
+    "errors",
+    "chargebacks",
+    "complaints",
+    "refunds",
+    "churn",
+    "failures",
+    "declines",
+    "high_priority_rate",
+    "error_rate",
+    "bounce_rate",
+}
+# Ratios inferred when both columns exist: name -> (numerator, denominator).
+_KNOWN_RATIOS = {
+    "signup_rate": ("signups", "clicks"),
+    "conversion": ("ftds", "clicks"),
+}
+_HIGH_PRIORITY = ("high", "urgent", "critical", "p1", "p2")
+_ID_LIKE = re.compile(r"(^id$|_id$|^uuid$|_uuid$)", re.IGNORECASE)
+MAX_SLICES_PER_DIMENSION = 50
+OTHER_SLICE = "(other)"
+
+
+class ConfigError(ValueError):
+    """An integration config that cannot be used; the message names the field."""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    bad_direction: Direction = "both"
+    min_abs_change: float = 0.0
+    min_volume: float = 0.0
+
+
+@dataclass(frozen=True)
+class RatioSpec:
+    """A derived ratio such as ``conversion = ftds / clicks``; ``min_volume`` applies to the denominator."""
+
+    name: str
+    numerator: str
+    denominator: str
+    bad_direction: Direction = "down"
+    min_abs_change: float = 0.0
+    min_volume: float = 0.0
+
+
+@dataclass(frozen=True)
+class RateSpec:
+    """Events shape: share of events whose ``field`` is one of ``values`` (e.g. the high-priority rate)."""
+
+    name: str
+    field: str
+    values: tuple[str, ...]
+    bad_direction: Direction = "up"
+    min_abs_change: float = 0.0
+    min_volume: float = 0.0
+
+
+@dataclass(frozen=True)
+class IntegrationConfig:
+    integration_id: str
+    shape: Shape = "metrics"
+    timestamp_field: str = "timestamp"
+    granularity_seconds: int | None = None
+    season_length: int | None = None
+    dimensions: tuple[str, ...] = ()
+    metrics: tuple[MetricSpec, ...] = ()
+    ratios: tuple[RatioSpec, ...] = ()
+    # events shape
+    count_metric: str = "events"
+    tags_field: str | None = None
+    tags_separator: str = "|"
+    rates: tuple[RateSpec, ...] = ()
+    # detector
+    threshold: float = 3.0
+    alpha: float = 0.1
+    warmup: int | None = None
+    # routing context
+    tier: Literal["standard", "business"] = "standard"
+    segment: str = "default"
+    timezone: str = "UTC"
+    inferred: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def season(self) -> int:
+        if self.season_length:
+            return self.season_length
+        return DEFAULT_SEASON.get(self.granularity_seconds or 3600, 168)
+
+    def metric(self, name: str) -> MetricSpec | RatioSpec | RateSpec | None:
+        for spec in (*self.metrics, *self.ratios, *self.rates):
+            if spec.name == name:
+                return spec
+        if self.shape == "events" and name == self.count_metric:
+            return MetricSpec(name, default_direction(name, "up"), 5.0, 5.0)
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], integration_id: str | None = None) -> IntegrationConfig:
+        """Build from stored JSON, naming the field that is wrong."""
+        data = dict(raw)
+        iid = integration_id or data.get("integration_id")
+        if not isinstance(iid, str) or not iid:
+            raise ConfigError("integration config: field 'integration_id' is required")
+        data["integration_id"] = iid
+        try:
+            data["metrics"] = tuple(_spec(MetricSpec, m, "metrics") for m in data.get("metrics", ()))
+            data["ratios"] = tuple(_spec(RatioSpec, r, "ratios") for r in data.get("ratios", ()))
+            rates = []
+            for r in data.get("rates", ()):
+                r = dict(r)
+                r["values"] = tuple(r.get("values", ()))
+                rates.append(_spec(RateSpec, r, "rates"))
+            data["rates"] = tuple(rates)
+            data["dimensions"] = tuple(data.get("dimensions", ()))
+            if "granularity" in data:
+                gran = data.pop("granularity")
+                if gran not in GRANULARITIES:
+                    raise ConfigError(
+                        f"integration {iid}: field 'granularity' must be one of {sorted(GRANULARITIES)}, "
+                        f"got {gran!r}"
+                    )
+                data["granularity_seconds"] = GRANULARITIES[gran]
+            known = set(cls.__dataclass_fields__)
+            unknown = sorted(set(data) - known)
+            if unknown:
+                raise ConfigError(f"integration {iid}: unknown config field(s) {unknown}")
+            config = cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"integration {iid}: {exc}") from exc
+        return config.validated()
+
+    def validated(self) -> IntegrationConfig:
+        iid = self.integration_id
+        if self.shape not in ("metrics", "events"):
+            raise ConfigError(f"integration {iid}: field 'shape' must be 'metrics' or 'events'")
+        if self.granularity_seconds is not None and self.granularity_seconds not in DEFAULT_SEASON:
+            raise ConfigError(f"integration {iid}: field 'granularity_seconds' must be 300, 3600 or 86400")
+        if self.season_length is not None and not 1 <= self.season_length <= 2016:
+            raise ConfigError(f"integration {iid}: field 'season_length' must be between 1 and 2016")
+        if self.threshold <= 0:
+            raise ConfigError(f"integration {iid}: field 'threshold' must be positive")
+        if not 0 < self.alpha <= 1:
+            raise ConfigError(f"integration {iid}: field 'alpha' must be in (0, 1]")
+        for spec in (*self.metrics, *self.ratios, *self.rates):
+            if spec.bad_direction not in DIRECTIONS:
+                raise ConfigError(
+                    f"integration {iid}: metric {spec.name!r} field 'bad_direction' must be one of "
+                    f"{DIRECTIONS}, got {spec.bad_direction!r}"
+                )
+        names = [s.name for s in self.metrics]
+        for ratio in self.ratios:
+            for part in (ratio.numerator, ratio.denominator):
+                if part not in names:
+                    raise ConfigError(
+                        f"integration {iid}: ratio {ratio.name!r} uses {part!r}, which is not a metric"
+                    )
+        return self
+
+
+def _spec(kind: type[Any], raw: Any, where: str) -> Any:
+    if isinstance(raw, str):
+        return kind(name=raw)
+    if not isinstance(raw, Mapping) or "name" not in raw:
+        raise ConfigError(f"field '{where}': each entry needs a 'name', got {raw!r}")
+    return kind(**raw)
+
+
+def default_direction(name: str, fallback: Direction = "both") -> Direction:
+    lowered = name.lower()
+    if lowered in _DOWN_IS_BAD:
+        return "down"
+    if lowered in _UP_IS_BAD:
+        return "up"
+    return fallback
+
+
+def _looks_numeric(text: Any) -> bool:
+    if isinstance(text, bool):
+        return False
+    if isinstance(text, int | float):
+        return True
+    if not isinstance(text, str) or not text.strip():
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def find_timestamp_field(columns: Iterable[str]) -> str | None:
+    lowered = {c.lower(): c for c in columns}
+    for name in (*TIMESTAMP_FIELDS, *EVENT_TIMESTAMP_FIELDS):
+        if name in lowered:
+            return lowered[name]
+    return None
+
+
+def infer_config(
+    integration_id: str, columns: Sequence[str], sample: Sequence[Mapping[str, Any]]
+) -> IntegrationConfig:
+    """Defaults from a file's columns and a sample of its rows (granularity comes from timestamps).
+
+    A column is a metric when nearly all its non-empty sample values are numbers, an id when its name
+    says so, otherwise a dimension. A file whose timestamp column is an event time (``created_at``)
+    or that has no metric column is the *events* shape.
+    """
+    timestamp = find_timestamp_field(columns)
+    if timestamp is None:
+        raise ConfigError(
+            f"no timestamp column: expected one of {(*TIMESTAMP_FIELDS, *EVENT_TIMESTAMP_FIELDS)}, "
+            f"found {list(columns)}"
+        )
+    numeric: list[str] = []
+    text: list[str] = []
+    for column in columns:
+        if column == timestamp or _ID_LIKE.search(column):
+            continue
+        values = [row.get(column) for row in sample if row.get(column) not in (None, "")]
+        if values and sum(_looks_numeric(v) for v in values) >= 0.9 * len(values):
+            numeric.append(column)
+        else:
+            text.append(column)
+    events = timestamp.lower() in EVENT_TIMESTAMP_FIELDS or not numeric
+    if events:
+        tags = next((c for c in text if c.lower() in ("tags", "labels")), None)
+        dimensions = tuple(c for c in text if c != tags)
+        looks_like_tickets = any("ticket" in c.lower() for c in columns) or "queue" in dimensions
+        rates: tuple[RateSpec, ...] = ()
+        priority = next((c for c in dimensions if c.lower() == "priority"), None)
+        if priority:
+            rates = (RateSpec("high_priority_rate", priority, _HIGH_PRIORITY, "up", 0.05, 10.0),)
+        return IntegrationConfig(
+            integration_id=integration_id,
+            shape="events",
+            timestamp_field=timestamp,
+            dimensions=dimensions,
+            count_metric="tickets" if looks_like_tickets else "events",
+            tags_field=tags,
+            rates=rates,
+            inferred=True,
+        )
+    # Floors keep tiny segments quiet: a change must be ≥ 5 units on a series of volume ≥ 10.
+    metrics = tuple(MetricSpec(name, default_direction(name), 5.0, 10.0) for name in numeric)
+    lowered = {m.lower(): m for m in numeric}
+    ratios = tuple(
+        RatioSpec(name, lowered[num], lowered[den], "down", 0.0, 50.0)
+        for name, (num, den) in _KNOWN_RATIOS.items()
+        if num in lowered and den in lowered
+    )
+    return IntegrationConfig(
+        integration_id=integration_id,
+        shape="metrics",
+        timestamp_field=timestamp,
+        dimensions=tuple(text),
+        metrics=metrics,
+        ratios=ratios,
+        inferred=True,
+    )
+
+
+def with_granularity(config: IntegrationConfig, granularity_seconds: int) -> IntegrationConfig:
+    return replace(config, granularity_seconds=granularity_seconds)

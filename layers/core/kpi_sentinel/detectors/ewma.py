@@ -1,0 +1,217 @@
+"""Seasonal EWMA detector: each period is compared with the baseline of the same phase one season ago.
+
+The detector tracks many series at once (one row each) and is pure numerics: no I/O, no pandas.
+
+Model, in a variance-stabilising space chosen per series: ``ssqrt`` (sign(x)·sqrt(|x|)) for counts
+and money, whose noise grows with volume like a Poisson count's, so quiet night hours and busy
+afternoons share one variance; ``identity`` for ratios, whose sampling noise the caller bounds from
+below with a binomial floor (see ``step``); ``symlog`` for values whose noise is multiplicative:
+
+* ``baseline_[s, p]`` — the smoothed value of series *s* at seasonal phase *p*, learned from the
+  observations one, two, ... seasons ago (updated with ``seasonal_smoothing`` once per season);
+* ``mean_[s]`` — EWMA (``alpha``) of the seasonal residual ``y - baseline``: it carries trend and
+  level changes that happened since the phase was last seen;
+* ``var_[s]`` — EWMA of the squared deviations of that residual.
+
+For period *t* with phase ``p = t mod season_length`` the expectation is ``baseline[p] + mean`` and the
+score is the deviation in standard deviations. Once warmed up, an observation that is far out is
+winsorised before it updates the state, so one spike does not blind the detector for days.
+
+Sign convention: ``score_ > 0`` means above the expectation, ``< 0`` below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+TRANSFORMS = ("ssqrt", "identity", "symlog")
+
+
+def symlog(values: FloatArray) -> FloatArray:
+    """sign(x)·log1p(|x|): log-like for counts and money, defined for zero and negatives."""
+    return np.sign(values) * np.log1p(np.abs(values))
+
+
+def symexp(values: FloatArray) -> FloatArray:
+    """The inverse of :func:`symlog`."""
+    return np.sign(values) * np.expm1(np.abs(values))
+
+
+def ssqrt(values: FloatArray) -> FloatArray:
+    """sign(x)·sqrt(|x|): stabilises Poisson-like variance, defined for zero and negatives."""
+    return np.sign(values) * np.sqrt(np.abs(values))
+
+
+def ssquare(values: FloatArray) -> FloatArray:
+    """The inverse of :func:`ssqrt`."""
+    return np.sign(values) * values * values
+
+
+_FORWARD = (ssqrt, lambda v: v, symlog)
+_INVERSE = (ssquare, lambda v: v, symexp)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What the detector said about one period, per series (NaN where there was nothing to say)."""
+
+    expected: FloatArray
+    lower: FloatArray
+    upper: FloatArray
+    score: FloatArray
+    ready: BoolArray
+
+
+class SeasonalEWMA:
+    """EWMA level and variance of the seasonal residual, for many series at once.
+
+    Hyperparameters are stored as given; learned state ends in ``_``; ``step`` and ``resize`` return
+    the results or ``self``.
+
+    A hand-computed example (identity transform, season of 2, alpha 0.5, naive seasonal baseline):
+
+    >>> d = SeasonalEWMA(season_length=2, alpha=0.5, seasonal_smoothing=1.0, transform="identity",
+    ...                  warmup=2).resize(1)
+    >>> for t, y in enumerate([10.0, 20.0, 12.0, 20.0]):  # season 1 seeds, season 2 learns
+    ...     _ = d.step(t, np.array([y]))
+    >>> float(d.mean_[0]), float(d.var_[0])  # residuals 2 then 0: mean 1, var (1-1/2)(0+1/2·4) = 1
+    (1.0, 1.0)
+    >>> r = d.step(4, np.array([16.0]))  # expected = baseline 12 + mean 1 = 13; (16-13)/sqrt(1) = 3
+    >>> float(r.expected[0]), float(r.score[0]), bool(r.ready[0])
+    (13.0, 3.0, True)
+    """
+
+    def __init__(
+        self,
+        season_length: int,
+        alpha: float = 0.1,
+        seasonal_smoothing: float = 0.5,
+        threshold: float = 3.0,
+        warmup: int | None = None,
+        sd_floor: float = 0.02,
+        transform: str = "ssqrt",
+    ) -> None:
+        if season_length < 1:
+            raise ValueError(f"season_length must be at least 1, got {season_length}")
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        if not 0.0 < seasonal_smoothing <= 1.0:
+            raise ValueError(f"seasonal_smoothing must be in (0, 1], got {seasonal_smoothing}")
+        if threshold <= 0:
+            raise ValueError(f"threshold must be positive, got {threshold}")
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+        self.season_length = season_length
+        self.alpha = alpha
+        self.seasonal_smoothing = seasonal_smoothing
+        self.threshold = threshold
+        self.warmup = warmup
+        self.sd_floor = sd_floor
+        self.transform = transform
+        self.resize(0)
+
+    @property
+    def warmup_updates(self) -> int:
+        """Residual updates a series needs before it may alert (default: a seventh of a season, ≥ 7)."""
+        return self.warmup if self.warmup is not None else max(7, self.season_length // 7)
+
+    @property
+    def n_series(self) -> int:
+        return int(self.mean_.shape[0])
+
+    def resize(self, n_series: int, transforms: list[str] | None = None) -> SeasonalEWMA:
+        """Grow to ``n_series`` series; the new ones start empty, with the given transforms."""
+        old = getattr(self, "mean_", None)
+        have = 0 if old is None else int(old.shape[0])
+        if n_series < have:
+            raise ValueError("resize only grows; use select() to drop series")
+        grow = n_series - have
+        names = transforms if transforms is not None else [self.transform] * grow
+        if len(names) != grow or any(t not in TRANSFORMS for t in names):
+            raise ValueError(f"need {grow} transforms from {TRANSFORMS}, got {names}")
+        codes = np.array([TRANSFORMS.index(t) for t in names], dtype=np.int64)
+        baseline = np.full((grow, self.season_length), np.nan, dtype=np.float64)
+        zeros = np.zeros(grow, dtype=np.float64)
+        if old is None:
+            self.baseline_: FloatArray = baseline
+            self.mean_: FloatArray = zeros
+            self.var_: FloatArray = zeros.copy()
+            self.count_: IntArray = np.zeros(grow, dtype=np.int64)
+            self.last_index_: IntArray = np.full(grow, -1, dtype=np.int64)
+            self.transform_: IntArray = codes
+        else:
+            self.baseline_ = np.vstack([self.baseline_, baseline])
+            self.mean_ = np.concatenate([self.mean_, zeros])
+            self.var_ = np.concatenate([self.var_, zeros])
+            self.count_ = np.concatenate([self.count_, np.zeros(grow, dtype=np.int64)])
+            self.last_index_ = np.concatenate([self.last_index_, np.full(grow, -1, dtype=np.int64)])
+            self.transform_ = np.concatenate([self.transform_, codes])
+        return self
+
+    def select(self, keep: IntArray) -> SeasonalEWMA:
+        """Keep only the series at positions ``keep`` (in that order)."""
+        self.baseline_ = self.baseline_[keep]
+        self.mean_ = self.mean_[keep]
+        self.var_ = self.var_[keep]
+        self.count_ = self.count_[keep]
+        self.last_index_ = self.last_index_[keep]
+        self.transform_ = self.transform_[keep]
+        return self
+
+    def _apply(self, functions: tuple[object, ...], values: FloatArray) -> FloatArray:
+        out = values.copy()
+        for code, function in enumerate(functions):
+            chosen = self.transform_ == code
+            if chosen.any():
+                out[chosen] = function(values[chosen])  # type: ignore[operator]
+        return out
+
+    def step(self, period_index: int, values: FloatArray, floor_sd: FloatArray | None = None) -> StepResult:
+        """Score period ``period_index`` (NaN = no observation for that series) and fold it in.
+
+        ``floor_sd`` (transformed units, per series) bounds the standard deviation from below for this
+        period, e.g. the binomial sampling noise of a ratio measured on few events.
+        Series whose last folded period is at or after ``period_index`` are left untouched (late or
+        repeated data never moves a baseline twice); their result is NaN and not ready.
+        """
+        n = self.n_series
+        if values.shape != (n,):
+            raise ValueError(f"expected {n} values, got shape {values.shape}")
+        phase = period_index % self.season_length
+        observed = ~np.isnan(values) & (self.last_index_ < period_index)
+        y = self._apply(_FORWARD, np.where(observed, values, 0.0))
+        base = self.baseline_[:, phase]
+        seeded = observed & ~np.isnan(base)
+
+        sd = np.sqrt(np.maximum(self.var_, self.sd_floor**2))
+        if floor_sd is not None:
+            sd = np.maximum(sd, np.nan_to_num(floor_sd, nan=0.0))
+        center = np.where(seeded, base + self.mean_, np.nan)
+        deviation = y - center
+        score = np.where(seeded, deviation / sd, np.nan)
+        ready = seeded & (self.count_ >= self.warmup_updates)
+
+        # Once warmed up, clip what an outlier may teach the state (robustness); before, learn freely.
+        limit = np.where(ready, self.threshold * sd, np.inf)
+        taught = np.clip(np.where(seeded, deviation, 0.0), -limit, limit)
+        rate = np.maximum(self.alpha, 1.0 / (self.count_ + 1.0))
+        self.mean_ = np.where(seeded, self.mean_ + rate * taught, self.mean_)
+        self.var_ = np.where(seeded, (1.0 - rate) * (self.var_ + rate * taught**2), self.var_)
+        self.count_ = np.where(seeded, self.count_ + 1, self.count_)
+        cleaned = np.where(seeded, center + self.seasonal_smoothing * taught, y)
+        self.baseline_[:, phase] = np.where(observed, cleaned, base)
+        self.last_index_ = np.where(observed, period_index, self.last_index_)
+
+        band = self.threshold * sd
+        with np.errstate(over="ignore", invalid="ignore"):
+            expected = self._apply(_INVERSE, center)
+            lower = self._apply(_INVERSE, center - band)
+            upper = self._apply(_INVERSE, center + band)
+        return StepResult(expected=expected, lower=lower, upper=upper, score=score, ready=ready)

@@ -1,0 +1,321 @@
+"""From valid rows to scored points: aggregation per period, the integration's detector state, scoring.
+
+Pure code (numpy only): the use case in :mod:`kpi_sentinel.sync` wires it to storage.
+
+Series are ``(metric, dimension, value)`` triples; a metric's total has ``dimension == value == ""``.
+
+Late and out-of-order data (the documented behaviour):
+
+* periods inside one sync may come in any order; they are scored in time order;
+* a period after the integration's last scored period is scored and folded into the baselines, gaps
+  are skipped (a missing period never moves a baseline);
+* a period at or before the last scored period is *late*: its rows are rejected with reason
+  ``late_period`` (listed in the sync's report and kept in the history store with status ``late``),
+  and it never moves a baseline, so a resend cannot count twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from kpi_sentinel.config import MAX_SLICES_PER_DIMENSION, OTHER_SLICE, IntegrationConfig, RateSpec, RatioSpec
+from kpi_sentinel.detectors.ewma import FloatArray, SeasonalEWMA
+from kpi_sentinel.parsing import ValidRow
+
+Series = tuple[str, str, str]
+TAG_DIMENSION = "tag"
+STATE_FORMAT = b"KSS1"
+PROCESSED_SYNCS_KEPT = 512
+# A series unseen for this many seasons is dropped from the state (it keeps the item small).
+PRUNE_AFTER_SEASONS = 4
+
+
+def series_label(series: Series) -> str:
+    metric, dimension, value = series
+    return metric if not dimension else f"{metric}[{dimension}={value}]"
+
+
+def period_start(period: int, granularity: int) -> datetime:
+    return datetime.fromtimestamp(period * granularity, tz=UTC)
+
+
+@dataclass
+class PeriodAggregate:
+    values: dict[Series, float] = field(default_factory=dict)
+    volumes: dict[Series, float] = field(default_factory=dict)
+    rows: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Aggregate:
+    periods: dict[int, PeriodAggregate]
+    zero_fill_metrics: frozenset[str]  # metrics whose absent slices in a covered period read as zero
+
+
+def aggregate(
+    rows: Iterable[ValidRow],
+    config: IntegrationConfig,
+    granularity: int,
+    known_values: Mapping[str, set[str]],
+) -> Aggregate:
+    """Sum rows into per-period series (totals, one slice per dimension value, ratios, rates).
+
+    ``known_values`` (dimension -> values already tracked) bounds slices: past
+    ``MAX_SLICES_PER_DIMENSION`` values a new one is counted under ``(other)``. It is updated in place.
+    """
+    periods: dict[int, PeriodAggregate] = defaultdict(PeriodAggregate)
+    admitted: dict[str, set[str]] = {d: set(v) for d, v in known_values.items()}
+
+    def slice_of(dimension: str, value: str) -> str:
+        seen = admitted.setdefault(dimension, set())
+        if value in seen:
+            return value
+        if len(seen) >= MAX_SLICES_PER_DIMENSION:
+            return OTHER_SLICE
+        seen.add(value)
+        return value
+
+    counts: dict[int, dict[Series, float]] = defaultdict(lambda: defaultdict(float))
+    matches: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    rate_values = {rate.name: {v.lower() for v in rate.values} for rate in config.rates}
+    for row in rows:
+        index = int(row.timestamp.timestamp()) // granularity
+        periods[index].rows.append(row.row)
+        sums = counts[index]
+        slices = [(d, slice_of(d, v)) for d, v in row.dimensions.items()]
+        if config.shape == "metrics":
+            for metric, value in row.values.items():
+                sums[(metric, "", "")] += value
+                for dimension, slice_value in slices:
+                    sums[(metric, dimension, slice_value)] += value
+        else:
+            metric = config.count_metric
+            sums[(metric, "", "")] += 1.0
+            for dimension, slice_value in slices:
+                sums[(metric, dimension, slice_value)] += 1.0
+            for tag in row.tags:
+                sums[(metric, TAG_DIMENSION, slice_of(TAG_DIMENSION, tag))] += 1.0
+            for rate in config.rates:
+                if row.dimensions.get(rate.field, "").lower() in rate_values[rate.name]:
+                    matches[index][rate.name] += 1.0
+
+    for index, sums in counts.items():
+        target = periods[index]
+        for series, value in sums.items():
+            target.values[series] = value
+            target.volumes[series] = abs(value)
+        for ratio in config.ratios:
+            for (metric, dimension, value), denominator in sums.items():
+                if metric != ratio.denominator or denominator <= 0:
+                    continue
+                numerator = sums.get((ratio.numerator, dimension, value))
+                if numerator is None:
+                    continue
+                target.values[(ratio.name, dimension, value)] = numerator / denominator
+                target.volumes[(ratio.name, dimension, value)] = denominator
+        total = sums.get((config.count_metric, "", ""), 0.0)
+        for rate in config.rates:
+            if config.shape == "events" and total > 0:
+                target.values[(rate.name, "", "")] = matches[index][rate.name] / total
+                target.volumes[(rate.name, "", "")] = total
+
+    for dimension, values in admitted.items():
+        known_values.setdefault(dimension, set()).update(values)  # type: ignore[attr-defined]
+    if config.shape == "metrics":
+        zero_fill = frozenset(m.name for m in config.metrics)
+    else:
+        zero_fill = frozenset({config.count_metric})
+    return Aggregate(periods=dict(periods), zero_fill_metrics=zero_fill)
+
+
+@dataclass(frozen=True)
+class ScoredPoint:
+    period: int
+    series: Series
+    observed: float
+    expected: float
+    lower: float
+    upper: float
+    score: float
+    ready: bool
+    volume: float
+
+
+@dataclass
+class ScoreResult:
+    points: list[ScoredPoint]
+    late_periods: dict[int, list[int]]  # period -> row numbers
+    late_values: dict[int, dict[Series, float]]
+    scored_rows: int
+
+
+class IntegrationState:
+    """An integration's detector state: its config as used, series index and the detector arrays."""
+
+    def __init__(self, config: IntegrationConfig, granularity: int) -> None:
+        self.config = config
+        self.granularity = granularity
+        self.series: list[Series] = []
+        self.index: dict[Series, int] = {}
+        self.last_period = -1
+        self.processed: list[str] = []
+        self.detector = self._new_detector()
+
+    def _new_detector(self) -> SeasonalEWMA:
+        c = self.config
+        return SeasonalEWMA(season_length=c.season, alpha=c.alpha, threshold=c.threshold, warmup=c.warmup)
+
+    def reconfigure(self, config: IntegrationConfig) -> bool:
+        """Adopt a changed config; a new season length restarts the baselines. True if it did."""
+        restart = config.season != self.config.season
+        self.config = config
+        if restart:
+            transforms = ["identity" if self.is_ratio(s[0]) else "ssqrt" for s in self.series]
+            self.detector = self._new_detector().resize(len(self.series), transforms)
+        else:
+            self.detector.alpha = config.alpha
+            self.detector.threshold = config.threshold
+            self.detector.warmup = config.warmup
+        return restart
+
+    def known_values(self) -> dict[str, set[str]]:
+        known: dict[str, set[str]] = defaultdict(set)
+        for _, dimension, value in self.series:
+            if dimension:
+                known[dimension].add(value)
+        return known
+
+    def is_ratio(self, metric: str) -> bool:
+        return isinstance(self.config.metric(metric), RatioSpec | RateSpec)
+
+    def _ensure(self, series: Iterable[Series]) -> None:
+        new = [s for s in series if s not in self.index]
+        if not new:
+            return
+        for s in new:
+            self.index[s] = len(self.series)
+            self.series.append(s)
+        transforms = ["identity" if self.is_ratio(s[0]) else "ssqrt" for s in new]
+        self.detector.resize(len(self.series), transforms)
+
+    def score(self, agg: Aggregate) -> ScoreResult:
+        points: list[ScoredPoint] = []
+        late: dict[int, list[int]] = {}
+        late_values: dict[int, dict[Series, float]] = {}
+        scored_rows = 0
+        for period in sorted(agg.periods):
+            bucket = agg.periods[period]
+            if period <= self.last_period:
+                late[period] = bucket.rows
+                late_values[period] = bucket.values
+                continue
+            self._ensure(sorted(bucket.values))
+            values = np.full(len(self.series), np.nan)
+            volumes = np.zeros(len(self.series))
+            for s, position in self.index.items():
+                if s in bucket.values:
+                    values[position] = bucket.values[s]
+                    volumes[position] = bucket.volumes.get(s, abs(bucket.values[s]))
+                elif s[1] and s[0] in agg.zero_fill_metrics:
+                    values[position] = 0.0  # a tracked slice with no rows in a covered period is zero
+            result = self.detector.step(period, values, self._ratio_noise(values, volumes))
+            for position in np.flatnonzero(~np.isnan(values)):
+                points.append(
+                    ScoredPoint(
+                        period=period,
+                        series=self.series[position],
+                        observed=float(values[position]),
+                        expected=float(result.expected[position]),
+                        lower=float(result.lower[position]),
+                        upper=float(result.upper[position]),
+                        score=float(result.score[position]),
+                        ready=bool(result.ready[position]),
+                        volume=float(volumes[position]),
+                    )
+                )
+            self.last_period = period
+            scored_rows += len(bucket.rows)
+        self._prune()
+        return ScoreResult(points=points, late_periods=late, late_values=late_values, scored_rows=scored_rows)
+
+    def _ratio_noise(self, values: FloatArray, volumes: FloatArray) -> FloatArray:
+        """Binomial sampling noise sqrt(p(1-p)/n) of ratio series; zero for the others."""
+        ratio = self.detector.transform_ == 1
+        p = np.clip(np.nan_to_num(values), 0.01, 0.99)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            noise = np.sqrt(p * (1 - p) / np.maximum(volumes, 1.0))
+        return np.where(ratio, noise, 0.0)
+
+    def _prune(self) -> None:
+        horizon = self.last_period - PRUNE_AFTER_SEASONS * self.config.season
+        keep = np.flatnonzero(self.detector.last_index_ >= horizon)
+        if len(keep) == len(self.series):
+            return
+        self.detector.select(keep)
+        self.series = [self.series[i] for i in keep]
+        self.index = {s: i for i, s in enumerate(self.series)}
+
+    def remember(self, sync_id: str) -> None:
+        self.processed.append(sync_id)
+        del self.processed[:-PROCESSED_SYNCS_KEPT]
+
+    # --- serialisation: a small header, JSON metadata, then the raw arrays; zlib-compressed ---
+
+    def to_bytes(self) -> bytes:
+        d = self.detector
+        arrays = [
+            d.baseline_.astype(np.float32),
+            d.mean_.astype(np.float64),
+            d.var_.astype(np.float64),
+            d.count_.astype(np.int32),
+            d.last_index_.astype(np.int64),
+            d.transform_.astype(np.int8),
+        ]
+        meta = {
+            "config": self.config.to_dict(),
+            "granularity": self.granularity,
+            "series": [list(s) for s in self.series],
+            "last_period": self.last_period,
+            "processed": self.processed,
+            "arrays": [[a.dtype.str, list(a.shape)] for a in arrays],
+        }
+        meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
+        payload = struct.pack(">I", len(meta_bytes)) + meta_bytes + b"".join(a.tobytes() for a in arrays)
+        return STATE_FORMAT + zlib.compress(payload, 6)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> IntegrationState:
+        if not blob.startswith(STATE_FORMAT):
+            raise ValueError("not a kpi-sentinel state blob (bad header)")
+        payload = zlib.decompress(blob[len(STATE_FORMAT) :])
+        (meta_len,) = struct.unpack(">I", payload[:4])
+        meta: dict[str, Any] = json.loads(payload[4 : 4 + meta_len])
+        config = IntegrationConfig.from_dict(meta["config"])
+        state = cls(config, int(meta["granularity"]))
+        state.series = [tuple(s) for s in meta["series"]]  # type: ignore[misc]
+        state.index = {s: i for i, s in enumerate(state.series)}
+        state.last_period = int(meta["last_period"])
+        state.processed = list(meta["processed"])
+        offset = 4 + meta_len
+        loaded = []
+        for dtype, shape in meta["arrays"]:
+            size = int(np.dtype(dtype).itemsize * math.prod(shape))
+            loaded.append(np.frombuffer(payload[offset : offset + size], dtype=dtype).reshape(shape))
+            offset += size
+        d = state.detector
+        d.baseline_ = loaded[0].astype(np.float64)
+        d.mean_, d.var_ = loaded[1].copy(), loaded[2].copy()
+        d.count_ = loaded[3].astype(np.int64)
+        d.last_index_ = loaded[4].copy()
+        d.transform_ = loaded[5].astype(np.int64)
+        return state

@@ -1,0 +1,378 @@
+"""Use case: score one sync file dropped in the ingest bucket.
+
+read → validate (bad rows rejected with reasons, unreadable files quarantined) → aggregate → score
+with the integration's EWMA state → write history → commit state with optimistic concurrency (the
+alerts ride along in an outbox) → publish → clear the outbox.
+
+Exactly-once effect under at-least-once delivery: the state remembers the ids of the syncs it has
+folded in; a redelivered sync changes nothing and only republishes alerts whose publication had not
+completed (its outbox entry is still there).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from kpi_sentinel.alerts import build_alerts, series_key, snooze_matches
+from kpi_sentinel.config import ConfigError, IntegrationConfig, infer_config
+from kpi_sentinel.parsing import (
+    KeyContractError,
+    RawTable,
+    Rejection,
+    SyncKey,
+    UnreadableSync,
+    infer_granularity,
+    parse_sync_key,
+    read_table,
+    validate_rows,
+)
+from kpi_sentinel.ports import ScorerPorts, StateConflict
+from kpi_sentinel.scoring import IntegrationState, ScoreResult, aggregate, period_start
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = (
+    "period_start", "integration_id", "metric", "dimension", "dimension_value", "observed", "expected",
+    "expected_lower", "expected_upper", "score", "status", "alert_severity", "sync_key",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ScorerSettings:
+    ingest_bucket: str
+    data_bucket: str
+    max_sync_bytes: int = 50 * 1024 * 1024
+    max_commit_attempts: int = 8
+
+
+@dataclass(frozen=True)
+class SyncRef:
+    """One object-created notification: which object, and what makes this upload unique."""
+
+    bucket: str
+    key: str
+    size: int | None = None
+    version: str = ""  # S3 sequencer or version id: differs for every upload of the same key
+
+    @property
+    def sync_id(self) -> str:
+        return f"{self.key}#{self.version}"
+
+
+@dataclass
+class SyncOutcome:
+    key: str
+    status: str  # scored | duplicate | quarantined | rejected_key
+    integration_id: str | None = None
+    rows_in: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    periods_scored: int = 0
+    late_periods: int = 0
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    alerts_published: int = 0
+    alerts_suppressed: int = 0
+    commit_attempts: int = 0
+    reason: str | None = None
+    report_key: str | None = None
+    seconds: float = 0.0
+
+
+def process_sync(ref: SyncRef, ports: ScorerPorts, settings: ScorerSettings) -> SyncOutcome:
+    started = time.perf_counter()
+    outcome = _process(ref, ports, settings)
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def _process(ref: SyncRef, ports: ScorerPorts, settings: ScorerSettings) -> SyncOutcome:
+    try:
+        sync = parse_sync_key(ref.key)
+    except KeyContractError as exc:
+        return _reject_key(ref, ports, settings, str(exc))
+    if ref.size is not None and ref.size > settings.max_sync_bytes:
+        return _quarantine(ref, sync, ports, settings, UnreadableSync(_too_large(ref.size, settings)))
+    body = ports.objects.get(ref.bucket, ref.key)
+    if len(body) > settings.max_sync_bytes:
+        return _quarantine(ref, sync, ports, settings, UnreadableSync(_too_large(len(body), settings)))
+    try:
+        table = read_table(body, sync, settings.max_sync_bytes)
+    except UnreadableSync as exc:
+        return _quarantine(ref, sync, ports, settings, exc)
+
+    explicit = ports.control.integration_config(sync.integration_id)
+    snoozes = ports.control.active_snoozes(sync.integration_id, ports.clock())
+    for attempt in range(1, settings.max_commit_attempts + 1):
+        stored = ports.state.load(sync.integration_id)
+        state = IntegrationState.from_bytes(stored.blob) if stored.blob else None
+        if state and ref.sync_id in state.processed:
+            return _duplicate(ref, sync, ports, stored.outbox.get(ref.sync_id, []))
+        try:
+            config = _config(sync.integration_id, explicit, state, table)
+            valid, rejected = validate_rows(table, config, ref.key)
+        except UnreadableSync as exc:
+            return _quarantine(ref, sync, ports, settings, exc)
+        except ConfigError as exc:
+            return _quarantine(ref, sync, ports, settings, UnreadableSync(str(exc)))
+        if state is None:
+            granularity = config.granularity_seconds or (
+                3600 if config.shape == "events" else infer_granularity([r.timestamp for r in valid])
+            )
+            state = IntegrationState(replace(config, granularity_seconds=granularity), granularity)
+        elif config != state.config:
+            state.reconfigure(replace(config, granularity_seconds=state.granularity))
+
+        result = state.score(aggregate(valid, state.config, state.granularity, state.known_values()))
+        rejected = rejected + _late_rejections(result, state)
+        alerts = build_alerts(state.config, state.granularity, result.points, ref.key)
+        publishable, suppressed = _apply_snoozes(alerts, snoozes)
+        state.remember(ref.sync_id)
+        outcome = SyncOutcome(
+            key=ref.key,
+            status="scored",
+            integration_id=sync.integration_id,
+            rows_in=table.rows_in,
+            rows_scored=result.scored_rows,
+            rows_rejected=len(rejected),
+            periods_scored=len({p.period for p in result.points}),
+            late_periods=len(result.late_periods),
+            alerts=publishable,
+            alerts_suppressed=len(suppressed),
+            commit_attempts=attempt,
+        )
+        if outcome.rows_in != outcome.rows_scored + outcome.rows_rejected:
+            raise AssertionError(f"{ref.key}: rows do not reconcile: {outcome}")
+        _write_history(ref, sync, ports, settings, state, result, alerts)
+        if rejected:
+            outcome.report_key = _write_rejections(ref, sync, ports, settings, table, rejected, outcome)
+        for alert in suppressed:
+            log.info("alert suppressed by snooze", extra={"alert_id": alert["alert_id"]})
+        try:
+            ports.state.commit(
+                sync.integration_id, stored.version, state.to_bytes(), ref.sync_id, publishable
+            )
+        except StateConflict:
+            log.info(
+                "state conflict, retrying", extra={"attempt": attempt, "integration": sync.integration_id}
+            )
+            time.sleep(min(0.05 * attempt, 0.5))
+            continue
+        if publishable:
+            ports.publisher.publish(publishable)
+            ports.state.clear_outbox(sync.integration_id, ref.sync_id)
+        outcome.alerts_published = len(publishable)
+        return outcome
+    raise StateConflict(
+        f"{ref.key}: state of {sync.integration_id} kept changing; gave up after "
+        f"{settings.max_commit_attempts} attempts (the message will be retried)"
+    )
+
+
+def _too_large(size: int, settings: ScorerSettings) -> str:
+    return (
+        f"file is {size:,} bytes, above the {settings.max_sync_bytes:,}-byte limit per sync "
+        "(split it into smaller syncs)"
+    )
+
+
+def _config(
+    integration_id: str,
+    explicit: Mapping[str, Any] | None,
+    state: IntegrationState | None,
+    table: RawTable,
+) -> IntegrationConfig:
+    if explicit is not None:
+        config = IntegrationConfig.from_dict(explicit, integration_id)
+        if state is not None:
+            config = replace(config, granularity_seconds=config.granularity_seconds or state.granularity)
+        return config
+    inferred = infer_config(integration_id, table.columns, table.sample())
+    if state is None:
+        return inferred
+    remembered = state.config
+    if not remembered.inferred:
+        return inferred
+    # Columns that first appear in a later file extend the remembered inference; none is forgotten.
+    known_metrics = {m.name for m in remembered.metrics}
+    known_ratios = {r.name for r in remembered.ratios}
+    return replace(
+        remembered,
+        dimensions=(
+            *remembered.dimensions,
+            *(d for d in inferred.dimensions if d not in remembered.dimensions),
+        ),
+        metrics=(*remembered.metrics, *(m for m in inferred.metrics if m.name not in known_metrics)),
+        ratios=(*remembered.ratios, *(r for r in inferred.ratios if r.name not in known_ratios)),
+    )
+
+
+def _late_rejections(result: ScoreResult, state: IntegrationState) -> list[Rejection]:
+    last = period_start(state.last_period, state.granularity).isoformat()
+    return [
+        Rejection(
+            row,
+            state.config.timestamp_field,
+            f"late_period: period {period_start(period, state.granularity).isoformat()} is at or before "
+            f"the last scored period {last}; kept in history as late, not scored",
+        )
+        for period, rows in sorted(result.late_periods.items())
+        for row in rows
+    ]
+
+
+def _apply_snoozes(
+    alerts: list[dict[str, Any]], snoozes: Sequence[Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    publishable, suppressed = [], []
+    for alert in alerts:
+        (suppressed if any(snooze_matches(s, alert) for s in snoozes) else publishable).append(alert)
+    return publishable, suppressed
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _write_history(
+    ref: SyncRef,
+    sync: SyncKey,
+    ports: ScorerPorts,
+    settings: ScorerSettings,
+    state: IntegrationState,
+    result: ScoreResult,
+    alerts: list[dict[str, Any]],
+) -> None:
+    """One gzip CSV per date touched, keyed by the sync: a retry rewrites the same objects."""
+    severity = {(series_key(a), a["period_start"]): a["severity"] for a in alerts}
+    by_date: dict[str, list[list[Any]]] = defaultdict(list)
+    for point in result.points:
+        start = period_start(point.period, state.granularity).isoformat()
+        metric, dimension, value = point.series
+        by_date[start[:10]].append(
+            [
+                start, sync.integration_id, metric, dimension, value, point.observed,
+                _num(point.expected), _num(point.lower), _num(point.upper), _num(point.score),
+                "scored" if point.ready else "warmup", severity.get((point.series, start), ""), ref.key,
+            ]
+        )  # fmt: skip
+    for period, values in result.late_values.items():
+        start = period_start(period, state.granularity).isoformat()
+        for (metric, dimension, value), observed in sorted(values.items()):
+            by_date[start[:10]].append(
+                [
+                    start,
+                    sync.integration_id,
+                    metric,
+                    dimension,
+                    value,
+                    observed,
+                    "",
+                    "",
+                    "",
+                    "",
+                    "late",
+                    "",
+                    ref.key,
+                ]
+            )
+    name = _digest(ref.sync_id)
+    for date, rows in by_date.items():
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(HISTORY_COLUMNS)
+        writer.writerows(rows)
+        key = f"history/integration={sync.integration_id}/date={date}/{name}.csv.gz"
+        body = gzip.compress(text.getvalue().encode(), compresslevel=6, mtime=0)
+        ports.objects.put(settings.data_bucket, key, body, "application/gzip")
+
+
+def _num(value: float) -> str:
+    return "" if value != value else repr(round(value, 6))  # NaN -> empty cell
+
+
+def _write_rejections(
+    ref: SyncRef,
+    sync: SyncKey,
+    ports: ScorerPorts,
+    settings: ScorerSettings,
+    table: RawTable,
+    rejected: list[Rejection],
+    outcome: SyncOutcome,
+) -> str:
+    key = f"quarantine/{sync.integration_id}/{sync.name}.rejected-rows.json"
+    reasons = Counter(r.reason.split(":")[0] for r in rejected)
+    report = {
+        "file": ref.key,
+        "status": "partially_scored",
+        "rows_in": outcome.rows_in,
+        "rows_scored": outcome.rows_scored,
+        "rows_rejected": outcome.rows_rejected,
+        "reasons": dict(reasons.most_common()),
+        "rejected": [r.to_dict() for r in rejected],
+        "columns": table.columns,
+    }
+    ports.objects.put(settings.ingest_bucket, key, json.dumps(report, indent=1).encode(), "application/json")
+    return key
+
+
+def _quarantine(
+    ref: SyncRef, sync: SyncKey, ports: ScorerPorts, settings: ScorerSettings, problem: UnreadableSync
+) -> SyncOutcome:
+    """Copy the file under quarantine/ with a report; the message then succeeds (no endless retries)."""
+    target = f"quarantine/{sync.integration_id}/{sync.name}"
+    ports.objects.copy(settings.ingest_bucket, ref.key, target)
+    report = {
+        "file": ref.key,
+        "quarantined_copy": target,
+        "status": "quarantined",
+        "row": problem.row,
+        "field": problem.field,
+        "reason": problem.reason,
+        "at": ports.clock().isoformat(),
+    }
+    report_key = f"{target}.report.json"
+    ports.objects.put(
+        settings.ingest_bucket, report_key, json.dumps(report, indent=1).encode(), "application/json"
+    )
+    log.warning("sync quarantined", extra={"reason": problem.reason, "report": report_key})
+    return SyncOutcome(
+        key=ref.key,
+        status="quarantined",
+        integration_id=sync.integration_id,
+        reason=problem.reason,
+        report_key=report_key,
+    )
+
+
+def _reject_key(ref: SyncRef, ports: ScorerPorts, settings: ScorerSettings, reason: str) -> SyncOutcome:
+    """A key outside the contract: recorded by its digest, never used as a path."""
+    report_key = f"quarantine/_invalid-keys/{_digest(ref.key)}.json"
+    report = {"key": ref.key, "status": "rejected_key", "reason": reason, "at": ports.clock().isoformat()}
+    ports.objects.put(
+        settings.ingest_bucket, report_key, json.dumps(report, indent=1).encode(), "application/json"
+    )
+    log.error("sync key rejected", extra={"reason": reason, "report": report_key})
+    return SyncOutcome(key=ref.key, status="rejected_key", reason=reason, report_key=report_key)
+
+
+def _duplicate(ref: SyncRef, sync: SyncKey, ports: ScorerPorts, pending: list[dict[str, Any]]) -> SyncOutcome:
+    if pending:  # the earlier delivery committed but did not finish publishing
+        ports.publisher.publish(pending)
+        ports.state.clear_outbox(sync.integration_id, ref.sync_id)
+    return SyncOutcome(
+        key=ref.key,
+        status="duplicate",
+        integration_id=sync.integration_id,
+        alerts=pending,
+        alerts_published=len(pending),
+    )
