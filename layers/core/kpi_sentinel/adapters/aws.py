@@ -1,0 +1,255 @@
+"""boto3 adapters: the only module that talks to AWS. Clients are created lazily and cached.
+
+``AWS_ENDPOINT_URL`` (honoured by boto3 itself) points every client at the local moto stack.
+
+State layout in the state table (one partition per integration, read with one Query):
+
+* ``pk=integration#<id>, sk=state`` — version, chunk count and the first chunk of the state blob;
+* ``sk=state#<n>`` — further chunks (a DynamoDB item holds at most 400 KB);
+* ``sk=outbox#<sync id>`` — alerts committed with the state but not yet published.
+
+A commit is one ``TransactWriteItems`` whose header put is conditional on the version read, so two
+syncs of one integration can never overwrite each other's update.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from kpi_sentinel.ports import StateConflict, StoredState
+
+CHUNK_BYTES = 350_000
+OUTBOX_TTL_SECONDS = 14 * 86400
+_RETRIES = Config(retries={"mode": "standard", "max_attempts": 5})
+
+
+@cache
+def client(service: str) -> Any:
+    return boto3.client(service, config=_RETRIES)  # type: ignore[call-overload]
+
+
+class S3Objects:
+    def get(self, bucket: str, key: str) -> bytes:
+        body: bytes = client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        return body
+
+    def put(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
+        client("s3").put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+
+    def copy(self, bucket: str, source_key: str, target_key: str) -> None:
+        client("s3").copy_object(Bucket=bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": source_key})
+
+
+def _pk(integration_id: str) -> str:
+    return f"integration#{integration_id}"
+
+
+class DynamoState:
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    def load(self, integration_id: str) -> StoredState:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": _pk(integration_id)}},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = client("dynamodb").query(**kwargs)
+            items.extend(page["Items"])
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        by_sk = {item["sk"]["S"]: item for item in items}
+        header = by_sk.get("state")
+        outbox = {
+            sk.removeprefix("outbox#"): json.loads(zlib.decompress(item["alerts"]["B"]))
+            for sk, item in by_sk.items()
+            if sk.startswith("outbox#")
+        }
+        if header is None:
+            return StoredState(blob=None, version=0, outbox=outbox)
+        chunks = [header["blob"]["B"]]
+        for n in range(1, int(header["chunks"]["N"])):
+            chunks.append(by_sk[f"state#{n}"]["blob"]["B"])
+        return StoredState(blob=b"".join(chunks), version=int(header["version"]["N"]), outbox=outbox)
+
+    def commit(
+        self,
+        integration_id: str,
+        expected_version: int,
+        blob: bytes,
+        sync_id: str,
+        outbox: Sequence[Mapping[str, Any]],
+    ) -> None:
+        pk = {"S": _pk(integration_id)}
+        chunks = [blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
+        header: dict[str, Any] = {
+            "Put": {
+                "TableName": self.table,
+                "Item": {
+                    "pk": pk,
+                    "sk": {"S": "state"},
+                    "version": {"N": str(expected_version + 1)},
+                    "chunks": {"N": str(len(chunks))},
+                    "blob": {"B": chunks[0]},
+                    "last_sync": {"S": sync_id},
+                },
+                "ConditionExpression": "attribute_not_exists(pk) OR version = :v",
+                "ExpressionAttributeValues": {":v": {"N": str(expected_version)}},
+            }
+        }
+        if expected_version == 0:
+            header["Put"]["ConditionExpression"] = "attribute_not_exists(pk)"
+            del header["Put"]["ExpressionAttributeValues"]
+        writes: list[dict[str, Any]] = [header]
+        for n, chunk in enumerate(chunks[1:], start=1):
+            writes.append({"Put": {"TableName": self.table, "Item": {"pk": pk, "sk": {"S": f"state#{n}"}, "blob": {"B": chunk}}}})
+        if outbox:
+            expires = int(datetime.now().timestamp()) + OUTBOX_TTL_SECONDS
+            alerts = zlib.compress(json.dumps(list(outbox), separators=(",", ":")).encode())
+            writes.append(
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": {
+                            "pk": pk,
+                            "sk": {"S": f"outbox#{sync_id}"},
+                            "alerts": {"B": alerts},
+                            "expires_at": {"N": str(expires)},
+                        },
+                    }
+                }
+            )
+        try:
+            client("dynamodb").transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("TransactionCanceledException", "ConditionalCheckFailedException"):
+                reasons = exc.response.get("CancellationReasons", [])
+                if not reasons or any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
+                    raise StateConflict(integration_id) from exc
+            raise
+
+    def clear_outbox(self, integration_id: str, sync_id: str) -> None:
+        client("dynamodb").delete_item(
+            TableName=self.table, Key={"pk": {"S": _pk(integration_id)}, "sk": {"S": f"outbox#{sync_id}"}}
+        )
+
+
+class DynamoControl:
+    """Operator-owned settings: ``config`` and ``snooze#<id>`` items under ``integration#<id>``.
+
+    Both come from one Query of the integration's partition, cached for ``cache_seconds`` in a warm
+    container (a new snooze or config takes effect within that time).
+    """
+
+    def __init__(self, table: str, cache_seconds: float = 30.0) -> None:
+        self.table = table
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+
+    def _items(self, integration_id: str) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        cached = self._cache.get(integration_id)
+        if cached and now - cached[0] < self.cache_seconds:
+            return cached[1]
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": _pk(integration_id)}},
+        }
+        while True:
+            page = client("dynamodb").query(**kwargs)
+            items.extend(page["Items"])
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        self._cache[integration_id] = (now, items)
+        return items
+
+    def integration_config(self, integration_id: str) -> Mapping[str, Any] | None:
+        for item in self._items(integration_id):
+            if item["sk"]["S"] == "config":
+                config: Mapping[str, Any] = json.loads(item["config"]["S"])
+                return config
+        return None
+
+    def active_snoozes(self, integration_id: str, now: datetime) -> list[Mapping[str, Any]]:
+        stamp = now.timestamp()
+        snoozes = []
+        for item in self._items(integration_id):
+            if not item["sk"]["S"].startswith("snooze#") or float(item["until"]["N"]) <= stamp:
+                continue  # TTL deletion is lazy: an expired snooze may still be stored
+            snoozes.append(
+                {
+                    "integration_id": integration_id,
+                    "snooze_id": item["sk"]["S"].removeprefix("snooze#"),
+                    "metric": item.get("metric", {}).get("S"),
+                    "dimension": item.get("dimension", {}).get("S"),
+                    "dimension_value": item.get("dimension_value", {}).get("S"),
+                    "until": float(item["until"]["N"]),
+                    "reason": item.get("reason", {}).get("S", ""),
+                }
+            )
+        return snoozes
+
+    def put_config(self, integration_id: str, config: Mapping[str, Any]) -> None:
+        """Used by tests and the demo until the operator API exists."""
+        client("dynamodb").put_item(
+            TableName=self.table,
+            Item={"pk": {"S": _pk(integration_id)}, "sk": {"S": "config"}, "config": {"S": json.dumps(config)}},
+        )
+        self._cache.pop(integration_id, None)
+
+    def put_snooze(self, snooze: Mapping[str, Any]) -> None:
+        """Used by the demo and tests until the operator API exists."""
+        item: dict[str, Any] = {
+            "pk": {"S": _pk(snooze["integration_id"])},
+            "sk": {"S": f"snooze#{snooze['snooze_id']}"},
+            "until": {"N": str(int(snooze["until"]))},
+            "expires_at": {"N": str(int(snooze["until"]))},
+            "reason": {"S": snooze.get("reason", "")},
+        }
+        for name in ("metric", "dimension", "dimension_value"):
+            if snooze.get(name):
+                item[name] = {"S": snooze[name]}
+        client("dynamodb").put_item(TableName=self.table, Item=item)
+        self._cache.pop(snooze["integration_id"], None)
+
+
+class SnsPublisher:
+    """Publishes each alert as raw JSON with the attributes subscriptions filter on."""
+
+    def __init__(self, topic_arn: str) -> None:
+        self.topic_arn = topic_arn
+
+    def publish(self, alerts: Sequence[Mapping[str, Any]]) -> None:
+        for start in range(0, len(alerts), 10):
+            batch = alerts[start : start + 10]
+            entries = [
+                {
+                    "Id": str(n),
+                    "Message": json.dumps(alert, separators=(",", ":")),
+                    "MessageAttributes": {
+                        name: {"DataType": "String", "StringValue": str(alert[name])}
+                        for name in ("severity", "integration_id", "detector", "metric", "schema_version")
+                    },
+                }
+                for n, alert in enumerate(batch)
+            ]
+            result = client("sns").publish_batch(TopicArn=self.topic_arn, PublishBatchRequestEntries=entries)
+            if result.get("Failed"):
+                raise RuntimeError(f"SNS refused {len(result['Failed'])} alert(s): {result['Failed'][:3]}")

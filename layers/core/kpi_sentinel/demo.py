@@ -1,0 +1,209 @@
+"""``kpi-sentinel demo``: the whole scoring pipeline on a local moto stack with synthetic data.
+
+Syncs go into the local ingest bucket; S3 notifies the ingest queue; the runner delivers the queue to
+the real ``ewma_scorer`` handler in batches, as Lambda would; alerts travel through the SNS topic to
+the support-triage and kpi-report queues, from which the demo reads them back. It also drops one
+unreadable file and one file with bad rows, and snoozes one metric, to show what happens to them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from kpi_sentinel.synthetic import DemoDataset, Incident, SyncFile, demo_dataset, incident_to_dict
+
+SCORER = "EwmaScorerFunction"
+SNOOZED = {"integration_id": "globex-traffic", "metric": "ftds", "reason": "demo: attribution rework"}
+
+
+@dataclass
+class DemoStats:
+    files: int = 0
+    rows_in: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    quarantined: list[str] = field(default_factory=list)
+    reports: list[str] = field(default_factory=list)
+    alerts_published: int = 0
+    alerts_suppressed: int = 0
+    duplicates: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+
+    def observe(self, outcome: Any) -> None:
+        self.files += 1
+        self.statuses[outcome.status] += 1
+        self.rows_in += outcome.rows_in
+        self.rows_scored += outcome.rows_scored
+        self.rows_rejected += outcome.rows_rejected
+        self.alerts_published += outcome.alerts_published
+        self.alerts_suppressed += outcome.alerts_suppressed
+        if outcome.status == "quarantined":
+            self.quarantined.append(f"{outcome.key}: {outcome.reason}")
+        if outcome.report_key:
+            self.reports.append(outcome.report_key)
+
+
+def bad_inputs(dataset: DemoDataset) -> list[SyncFile]:
+    """An unreadable file and a file with two bad rows, placed near the end of the data."""
+    when = dataset.end - timedelta(days=2)
+    stamp = when.strftime("%Y-%m-%dT%H:00:00Z")
+    rows = "\n".join(
+        [
+            "timestamp,source,clicks,signups,ftds,deposits,ngr",
+            f"{stamp},email,n/a,3,1,1,40.00",
+            f"not-a-time,email,120,3,1,1,40.00",
+        ]
+    )
+    return [
+        SyncFile("syncs/acme-ads/manual/upload-broken.csv.gz", b"this is not gzip", when, "acme-ads"),
+        SyncFile("syncs/acme-ads/manual/upload-typos.csv", rows.encode(), when, "acme-ads"),
+    ]
+
+
+def caught(incident: Incident, alerts: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The first warning-or-worse alert inside the incident's window that names its series."""
+    start, end = incident.start.isoformat(), incident.end.isoformat()
+    for alert in sorted(alerts, key=lambda a: a["period_start"]):
+        if alert["integration_id"] != incident.integration_id or alert["severity"] == "info":
+            continue
+        if not start <= alert["period_start"] <= end or alert["metric"] != incident.metric:
+            continue
+        names = {alert.get("dimension_value")} | {c["value"] for c in alert["contributors"][:2]}
+        if incident.dimension_value is None or incident.dimension_value in names:
+            return alert
+    return None
+
+
+def read_queue(stack: Any, queue_id: str) -> list[dict[str, Any]]:
+    sqs, url = stack.client("sqs"), stack.queue_url(queue_id)
+    messages: list[dict[str, Any]] = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not batch:
+            return messages
+        for message in batch:
+            messages.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdout) -> dict[str, Any]:
+    from kpi_sentinel.adapters.aws import DynamoControl  # noqa: PLC0415
+    from kpi_sentinel.handlers import scorer  # noqa: PLC0415
+    from kpi_sentinel.local.stack import local_stack  # noqa: PLC0415
+    from kpi_sentinel.outputs import alert_row, html_page, write_alerts  # noqa: PLC0415
+
+    def say(text: str) -> None:
+        print(text, file=stream, flush=True)
+
+    started = time.perf_counter()
+    say("kpi-sentinel demo: starting a local AWS stack (moto) from template.yaml ...")
+    stats = DemoStats()
+    scorer.observers.append(stats.observe)
+    try:
+        with local_stack() as stack:
+            say(f"  stack up in {time.perf_counter() - started:.1f}s at {stack.endpoint}; "
+                f"{len(stack.types)} template resources, missing locally: {stack.missing() or 'none'}")  # fmt: skip
+            dataset = demo_dataset(days=days, seed=seed)
+            files = sorted([*dataset.files, *bad_inputs(dataset)], key=lambda f: (f.period_start, f.key))
+            say(f"  {len(files)} sync files for {days} days of hourly data, 3 integrations, "
+                f"{len(dataset.incidents)} injected incidents")  # fmt: skip
+            control = DynamoControl(stack.physical["ControlTable"])
+            control.put_snooze(
+                {**SNOOZED, "snooze_id": "demo", "until": (datetime.now(UTC) + timedelta(days=1)).timestamp()}
+            )
+            s3, bucket = stack.client("s3"), stack.physical["IngestBucket"]
+            day = None
+            for n, sync in enumerate(files, start=1):
+                s3.put_object(Bucket=bucket, Key=sync.key, Body=sync.body)
+                if n % 30 == 0 or n == len(files):
+                    stack.drain(SCORER)
+                if sync.period_start.date() != day:
+                    day = sync.period_start.date()
+                    if day.day in (1, 8, 15, 22) or n == 1:
+                        say(f"  {day}  files {n:>5}/{len(files)}  rows scored {stats.rows_scored:>7}  "
+                            f"alerts {stats.alerts_published:>4}  ({time.perf_counter() - started:.0f}s)")  # fmt: skip
+            stack.drain(SCORER)
+            alerts = read_queue(stack, "KpiReportQueue")
+            triage = read_queue(stack, "SupportTriageQueue")
+            dead = {q: len(read_queue(stack, q)) for q in ("IngestDLQ", "SupportTriageDLQ", "KpiReportDLQ")}
+    finally:
+        scorer.observers.remove(stats.observe)
+
+    alerts.sort(key=lambda a: (a["period_start"], a["integration_id"], a["metric"]))
+    out.mkdir(parents=True, exist_ok=True)
+    jsonl, table = write_alerts(alerts, out)
+    results = []
+    for incident in dataset.incidents:
+        hit = caught(incident, alerts)
+        delay = None
+        if hit:
+            delay = (datetime.fromisoformat(hit["period_start"]) - incident.start) // timedelta(hours=1)
+        results.append({**incident_to_dict(incident), "caught": hit is not None, "delay_hours": delay,
+                        "alert_summary": hit["summary"] if hit else None})  # fmt: skip
+    per_integration = Counter((a["integration_id"], a["severity"]) for a in alerts)
+    summary = {
+        "files": stats.files,
+        "statuses": dict(stats.statuses),
+        "rows_in": stats.rows_in,
+        "rows_scored": stats.rows_scored,
+        "rows_rejected": stats.rows_rejected,
+        "rows_reconcile": stats.rows_in == stats.rows_scored + stats.rows_rejected,
+        "quarantined": stats.quarantined,
+        "reports": stats.reports,
+        "alerts_published": stats.alerts_published,
+        "alerts_suppressed_by_snooze": stats.alerts_suppressed,
+        "alerts_on_report_queue": len(alerts),
+        "alerts_on_support_triage_queue": len(triage),
+        "dead_letters": dead,
+        "alerts_by_integration": {f"{i}/{s}": c for (i, s), c in sorted(per_integration.items())},
+        "incidents": results,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "incidents.json").write_text(json.dumps([incident_to_dict(i) for i in dataset.incidents], indent=2))
+    sections: list[tuple[str, Sequence[str], Sequence[Sequence[Any]]]] = [
+        ("Injected incidents", ("kind", "integration", "window", "caught", "delay (h)", "first alert"),
+         [(r["kind"], r["integration_id"], f"{r['start']} … {r['end']}", "yes" if r["caught"] else "MISSED",
+           r["delay_hours"], r["alert_summary"] or "") for r in results]),
+        ("Pipeline", ("measure", "value"),
+         [(k, v) for k, v in summary.items() if k not in ("incidents", "alerts_by_integration")]),
+        ("Alerts", ("id", "integration", "detector", "severity", "metric", "dimension", "value", "period",
+                    "observed", "expected", "change %", "score", "direction", "top contributor", "share",
+                    "summary"),
+         [alert_row(a) for a in alerts if a["severity"] != "info"]),
+    ]  # fmt: skip
+    (out / "index.html").write_text(html_page("kpi-sentinel demo", sections), encoding="utf-8")
+
+    say("")
+    say(f"Files: {stats.files} ({', '.join(f'{k} {v}' for k, v in sorted(stats.statuses.items()))})")
+    say(f"Rows: {stats.rows_in} in = {stats.rows_scored} scored + {stats.rows_rejected} rejected"
+        f" ({'reconciled' if summary['rows_reconcile'] else 'DO NOT RECONCILE'})")  # fmt: skip
+    for line in stats.quarantined:
+        say(f"Quarantined: {line}")
+    say(f"Alerts: {len(alerts)} on the report queue, {len(triage)} (warning and above) on the support-triage "
+        f"queue, {stats.alerts_suppressed} suppressed by the demo snooze on {SNOOZED['integration_id']}/"
+        f"{SNOOZED['metric']}; dead letters: {sum(dead.values())}")  # fmt: skip
+    for integration in sorted({i for i, _ in per_integration}):
+        counts = ", ".join(f"{s} {per_integration[(integration, s)]}" for s in ("critical", "warning", "info"))
+        say(f"  {integration}: {counts}")
+    say("Injected incidents:")
+    for r in results:
+        verdict = f"CAUGHT after {r['delay_hours']} h: {r['alert_summary']}" if r["caught"] else "MISSED"
+        say(f"  {r['kind']:<14} {r['integration_id']:<16} {r['start'][:16]}  {verdict}")
+    say(f"Caught {sum(r['caught'] for r in results)} of {len(results)} injected incidents "
+        f"in {summary['seconds']}s.")  # fmt: skip
+    say(f"Output: {out.resolve()}  (index.html, {jsonl.name}, {table.name}, summary.json)")
+    return summary
+
+
+def gunzip_if_needed(body: bytes) -> bytes:
+    return gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
