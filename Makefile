@@ -62,7 +62,7 @@ package-check: build $(VENV)/.installed
 	$(PY) scripts/package_check.py .aws-sam/build
 
 bench: $(VENV)/.installed
-	$(PY) -m kpi_sentinel.bench
+	PYTHONPATH=. $(PY) bench/bench_scorer.py
 
 lock:
 	@test -n "$(PYTHON312)" || { echo "python3.12 not found"; exit 1; }

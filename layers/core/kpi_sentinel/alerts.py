@@ -2,7 +2,8 @@
 
 Grouping: when a metric's total alerts in a period, its slices that moved become the alert's
 *contributors* instead of alerts of their own; a slice alerts on its own only when the total did not
-(a crater in a small source that the total hides).
+(a crater in a small source that the total hides) or when it moved the other way (a crater under a
+rising total).
 
 Severity: ``warning`` past the threshold in the metric's bad direction, ``critical`` past twice the
 threshold with a change of at least 30%; ``info`` past the threshold in the other direction (the
@@ -31,7 +32,7 @@ def alert_id(integration_id: str, detector: str, metric: str, dimension: str, va
     """Deterministic: the same integration, detector, series and period always give the same id.
 
     >>> alert_id("acme-ads", "ewma", "ngr", "", "", "2026-10-15T12:00:00+00:00")
-    'ewma-5bd8b1e1e3a14b5d95e14c8a5db8b1b3'
+    'ewma-62b9241ce6e02396835c0e2529ff34d5'
     """
     text = "\x1f".join((integration_id, detector, metric, dimension, value, start))
     return f"{detector}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
@@ -167,10 +168,11 @@ def build_alerts(
         if total and total_verdict:
             found = contributors(total, slices, _is_ratio(spec))
             alerts.append(_alert(config, granularity, total, spec, total_verdict, found, label, sync_key))
-            continue
         for point in slices:
             verdict = classify(point, spec, config.threshold)
-            if verdict:
+            # A slice that moved with an alerting total is one of its contributors; a slice that moved
+            # the other way is not explained by it (a crater under a rising total) and alerts on its own.
+            if verdict and not (total_verdict and verdict[1] == total_verdict[1]):
                 alerts.append(_alert(config, granularity, point, spec, verdict, [], label, sync_key))
     return alerts
 
@@ -224,17 +226,24 @@ def _alert(
 
 
 def snooze_matches(snooze: Mapping[str, Any], alert: Mapping[str, Any]) -> bool:
-    """A snooze covers its integration, optionally narrowed to a metric and/or a dimension value."""
+    """A snooze covers its integration, optionally narrowed to a metric and/or a dimension value.
+
+    A snooze on a dimension value also covers a total alert whose top contributor is that value.
+    """
     if snooze.get("integration_id") != alert["integration_id"]:
         return False
     if snooze.get("metric") and snooze["metric"] != alert["metric"]:
         return False
-    if snooze.get("dimension") and snooze["dimension"] != alert["dimension"]:
-        return False
+    dimension = snooze.get("dimension")
     if snooze.get("dimension_value"):
-        in_contributors = any(c["value"] == snooze["dimension_value"] for c in alert["contributors"][:1])
-        return bool(snooze["dimension_value"] == alert["dimension_value"] or in_contributors)
-    return True
+        value = snooze["dimension_value"]
+        own = value == alert["dimension_value"] and (not dimension or dimension == alert["dimension"])
+        in_contributors = any(
+            c["value"] == value and (not dimension or c["dimension"] == dimension)
+            for c in alert["contributors"][:1]
+        )
+        return bool(own or in_contributors)
+    return not (dimension and dimension != alert["dimension"])
 
 
 def series_key(alert: Mapping[str, Any]) -> Series:

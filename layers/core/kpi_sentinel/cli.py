@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kpi_sentinel.config import GRANULARITIES
+from kpi_sentinel.config import GRANULARITIES, ConfigError
 
 
 def _backtest(args: argparse.Namespace) -> int:
@@ -32,7 +32,7 @@ def _backtest(args: argparse.Namespace) -> int:
     target = open_output(args.output)
     try:
         result = run_backtest(args.file, target, options)
-    except (UnreadableSync, KeyContractError) as exc:
+    except (UnreadableSync, KeyContractError, ConfigError) as exc:
         print(f"kpi-sentinel backtest: {args.file}: {exc}", file=sys.stderr)
         return 2
     finally:

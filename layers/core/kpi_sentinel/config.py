@@ -57,6 +57,8 @@ _UP_IS_BAD = {
     "error_rate",
     "bounce_rate",
 }
+_BOTH_ARE_BAD = {"clicks", "impressions", "visits", "sessions", "traffic", "views", "installs_organic"}
+KNOWN_METRICS = _DOWN_IS_BAD | _UP_IS_BAD | _BOTH_ARE_BAD
 # Ratios inferred when both columns exist: name -> (numerator, denominator).
 _KNOWN_RATIOS = {
     "signup_rate": ("signups", "clicks"),
@@ -254,8 +256,8 @@ def infer_config(
 ) -> IntegrationConfig:
     """Defaults from a file's columns and a sample of its rows (granularity comes from timestamps).
 
-    A column is a metric when nearly all its non-empty sample values are numbers, an id when its name
-    says so, otherwise a dimension. A file whose timestamp column is an event time (``created_at``)
+    A column is a metric when its name is a well-known KPI or nearly all its non-empty sample values
+    are numbers, an id when its name says so, otherwise a dimension. A file whose timestamp column is an event time (``created_at``)
     or that has no metric column is the *events* shape.
     """
     timestamp = find_timestamp_field(columns)
@@ -270,7 +272,9 @@ def infer_config(
         if column == timestamp or _ID_LIKE.search(column):
             continue
         values = [row.get(column) for row in sample if row.get(column) not in (None, "")]
-        if values and sum(_looks_numeric(v) for v in values) >= 0.9 * len(values):
+        if column.lower() in KNOWN_METRICS or (
+            values and sum(_looks_numeric(v) for v in values) >= 0.9 * len(values)
+        ):
             numeric.append(column)
         else:
             text.append(column)

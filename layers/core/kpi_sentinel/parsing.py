@@ -15,7 +15,8 @@ import re
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -129,17 +130,25 @@ def _excerpt(value: Any) -> str:
 
 
 def decompress(body: bytes, limit: int) -> bytes:
-    """Gunzip with a bound on the output, so a small bomb cannot exhaust memory."""
-    inflater = zlib.decompressobj(wbits=31)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise UnreadableSync(f"not a valid gzip stream: {exc}") from exc
-    if len(out) > limit:
-        raise UnreadableSync(f"decompresses to more than {limit} bytes, above the size bound")
-    if not inflater.eof:
-        raise UnreadableSync("the gzip stream is truncated")
-    return out
+    """Gunzip with a bound on the output, so a small bomb cannot exhaust memory.
+
+    Every member of a multi-member stream is read (``cat a.gz b.gz`` is a valid gzip file).
+    """
+    out = bytearray()
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise UnreadableSync(f"not a valid gzip stream: {exc}") from exc
+        if len(out) > limit:
+            raise UnreadableSync(f"decompresses to more than {limit} bytes, above the size bound")
+        if not inflater.eof:
+            raise UnreadableSync("the gzip stream is truncated")
+        rest = inflater.unused_data.lstrip(b"\x00")  # zero padding after the last member is allowed
+        if not rest:
+            return bytes(out)
 
 
 def read_table(body: bytes, sync: SyncKey, max_bytes: int) -> RawTable:
@@ -207,7 +216,10 @@ def _read_jsonl(body: bytes) -> RawTable:
     text = _text(body)
     columns: dict[str, None] = {}
     table = RawTable(columns=[], rows=[])
-    lines = text.splitlines()
+    # JSON text never holds a raw CR or LF, but it may hold U+2028, U+0085...: split on CR/LF only.
+    lines = re.split(r"\r\n|\r|\n", text)
+    if lines[-1] == "":
+        lines.pop()  # the line break that ends the last line
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             table.rejections.append(Rejection(number, None, "empty line"))
@@ -244,7 +256,7 @@ def _read_parquet(body: bytes) -> RawTable:
 
 
 def parse_timestamp(value: Any, zone: tzinfo = UTC) -> datetime:
-    """ISO 8601 text, a date, epoch seconds, or a datetime; naive times are in ``zone``.
+    """ISO 8601 text, epoch seconds (or milliseconds), a datetime or a date; naive times are in ``zone``.
 
     >>> parse_timestamp("2026-09-01T10:00:00Z").isoformat()
     '2026-09-01T10:00:00+00:00'
@@ -257,6 +269,8 @@ def parse_timestamp(value: Any, zone: tzinfo = UTC) -> datetime:
         if not math.isfinite(value):
             raise ValueError("not a finite number")
         moment = datetime.fromtimestamp(value / 1000 if value > 1e11 else value, tz=UTC)
+    elif isinstance(value, date):  # e.g. a Parquet date32 column
+        moment = datetime(value.year, value.month, value.day)
     elif isinstance(value, str) and value.strip():
         text = value.strip()
         if re.fullmatch(r"\d{9,13}(\.\d+)?", text):
@@ -270,13 +284,15 @@ def parse_timestamp(value: Any, zone: tzinfo = UTC) -> datetime:
 
 
 def parse_number(value: Any) -> float:
-    if isinstance(value, bool):
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("missing value")
+        number = float(value)  # float() itself accepts surrounding white space
+    elif isinstance(value, bool):
         raise ValueError("a boolean is not a number")
-    if isinstance(value, int | float):
+    elif isinstance(value, int | float):
         number = float(value)
-    elif isinstance(value, str) and value.strip():
-        number = float(value.strip())
-    elif value is None or value == "":
+    elif value is None:
         raise ValueError("missing value")
     else:
         raise ValueError("not a number")

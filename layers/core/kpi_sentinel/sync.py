@@ -255,35 +255,25 @@ def _write_history(
     """One gzip CSV per date touched, keyed by the sync: a retry rewrites the same objects."""
     severity = {(series_key(a), a["period_start"]): a["severity"] for a in alerts}
     by_date: dict[str, list[list[Any]]] = defaultdict(list)
+    starts: dict[int, str] = {}
+    iid, key = sync.integration_id, ref.key
     for point in result.points:
-        start = period_start(point.period, state.granularity).isoformat()
+        start = starts.get(point.period)
+        if start is None:
+            start = starts[point.period] = period_start(point.period, state.granularity).isoformat()
         metric, dimension, value = point.series
         by_date[start[:10]].append(
             [
-                start, sync.integration_id, metric, dimension, value, point.observed,
-                _num(point.expected), _num(point.lower), _num(point.upper), _num(point.score),
-                "scored" if point.ready else "warmup", severity.get((point.series, start), ""), ref.key,
+                start, iid, metric, dimension, value, _num(point.observed), _num(point.expected),
+                _num(point.lower), _num(point.upper), _num(point.score), "scored" if point.ready else "warmup",
+                severity.get((point.series, start), ""), key,
             ]
         )  # fmt: skip
     for period, values in result.late_values.items():
         start = period_start(period, state.granularity).isoformat()
         for (metric, dimension, value), observed in sorted(values.items()):
             by_date[start[:10]].append(
-                [
-                    start,
-                    sync.integration_id,
-                    metric,
-                    dimension,
-                    value,
-                    observed,
-                    "",
-                    "",
-                    "",
-                    "",
-                    "late",
-                    "",
-                    ref.key,
-                ]
+                [start, iid, metric, dimension, value, _num(observed), "", "", "", "", "late", "", key]
             )
     name = _digest(ref.sync_id)
     for date, rows in by_date.items():
@@ -292,12 +282,12 @@ def _write_history(
         writer.writerow(HISTORY_COLUMNS)
         writer.writerows(rows)
         key = f"history/integration={sync.integration_id}/date={date}/{name}.csv.gz"
-        body = gzip.compress(text.getvalue().encode(), compresslevel=6, mtime=0)
+        body = gzip.compress(text.getvalue().encode(), compresslevel=1, mtime=0)
         ports.objects.put(settings.data_bucket, key, body, "application/gzip")
 
 
 def _num(value: float) -> str:
-    return "" if value != value else repr(round(value, 6))  # NaN -> empty cell
+    return "" if value != value else f"{value:.10g}"  # NaN -> empty cell
 
 
 def _write_rejections(

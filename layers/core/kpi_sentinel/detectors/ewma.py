@@ -5,9 +5,10 @@ The detector tracks many series at once (one row each) and is pure numerics: no 
 Model, in a variance-stabilising space chosen per series: ``ssqrt`` (sign(x)·sqrt(|x|)) for counts
 and money, whose noise grows with volume like a Poisson count's, so quiet night hours and busy
 afternoons share one variance; ``identity`` for ratios, whose sampling noise the caller bounds from
-below with a binomial floor (see ``step``); ``symlog`` for values whose noise is multiplicative:
+below with a binomial floor (see ``step``):
 
-* ``baseline_[s, p]`` — the smoothed value of series *s* at seasonal phase *p*, learned from the
+* ``baseline_[p, s]`` — the smoothed value of series *s* at seasonal phase *p* (phase-major, so
+  one period's phase is a contiguous row), learned from the
   observations one, two, ... seasons ago (updated with ``seasonal_smoothing`` once per season);
 * ``mean_[s]`` — EWMA (``alpha``) of the seasonal residual ``y - baseline``: it carries trend and
   level changes that happened since the phase was last seen;
@@ -31,31 +32,17 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-TRANSFORMS = ("ssqrt", "identity", "symlog")
-
-
-def symlog(values: FloatArray) -> FloatArray:
-    """sign(x)·log1p(|x|): log-like for counts and money, defined for zero and negatives."""
-    return np.sign(values) * np.log1p(np.abs(values))
-
-
-def symexp(values: FloatArray) -> FloatArray:
-    """The inverse of :func:`symlog`."""
-    return np.sign(values) * np.expm1(np.abs(values))
+TRANSFORMS = ("ssqrt", "identity")
 
 
 def ssqrt(values: FloatArray) -> FloatArray:
     """sign(x)·sqrt(|x|): stabilises Poisson-like variance, defined for zero and negatives."""
-    return np.sign(values) * np.sqrt(np.abs(values))
+    return np.copysign(np.sqrt(np.abs(values)), values)
 
 
 def ssquare(values: FloatArray) -> FloatArray:
     """The inverse of :func:`ssqrt`."""
-    return np.sign(values) * values * values
-
-
-_FORWARD = (ssqrt, lambda v: v, symlog)
-_INVERSE = (ssquare, lambda v: v, symexp)
+    return np.copysign(values * values, values)
 
 
 @dataclass(frozen=True)
@@ -137,7 +124,7 @@ class SeasonalEWMA:
         if len(names) != grow or any(t not in TRANSFORMS for t in names):
             raise ValueError(f"need {grow} transforms from {TRANSFORMS}, got {names}")
         codes = np.array([TRANSFORMS.index(t) for t in names], dtype=np.int64)
-        baseline = np.full((grow, self.season_length), np.nan, dtype=np.float64)
+        baseline = np.full((self.season_length, grow), np.nan, dtype=np.float64)
         zeros = np.zeros(grow, dtype=np.float64)
         if old is None:
             self.baseline_: FloatArray = baseline
@@ -147,7 +134,7 @@ class SeasonalEWMA:
             self.last_index_: IntArray = np.full(grow, -1, dtype=np.int64)
             self.transform_: IntArray = codes
         else:
-            self.baseline_ = np.vstack([self.baseline_, baseline])
+            self.baseline_ = np.hstack([self.baseline_, baseline])
             self.mean_ = np.concatenate([self.mean_, zeros])
             self.var_ = np.concatenate([self.var_, zeros])
             self.count_ = np.concatenate([self.count_, np.zeros(grow, dtype=np.int64)])
@@ -157,21 +144,13 @@ class SeasonalEWMA:
 
     def select(self, keep: IntArray) -> SeasonalEWMA:
         """Keep only the series at positions ``keep`` (in that order)."""
-        self.baseline_ = self.baseline_[keep]
+        self.baseline_ = self.baseline_[:, keep]
         self.mean_ = self.mean_[keep]
         self.var_ = self.var_[keep]
         self.count_ = self.count_[keep]
         self.last_index_ = self.last_index_[keep]
         self.transform_ = self.transform_[keep]
         return self
-
-    def _apply(self, functions: tuple[object, ...], values: FloatArray) -> FloatArray:
-        out = values.copy()
-        for code, function in enumerate(functions):
-            chosen = self.transform_ == code
-            if chosen.any():
-                out[chosen] = function(values[chosen])  # type: ignore[operator]
-        return out
 
     def step(self, period_index: int, values: FloatArray, floor_sd: FloatArray | None = None) -> StepResult:
         """Score period ``period_index`` (NaN = no observation for that series) and fold it in.
@@ -185,33 +164,34 @@ class SeasonalEWMA:
         if values.shape != (n,):
             raise ValueError(f"expected {n} values, got shape {values.shape}")
         phase = period_index % self.season_length
-        observed = ~np.isnan(values) & (self.last_index_ < period_index)
-        y = self._apply(_FORWARD, np.where(observed, values, 0.0))
-        base = self.baseline_[:, phase]
-        seeded = observed & ~np.isnan(base)
+        identity = self.transform_ == 1
+        observed = (values == values) & (self.last_index_ < period_index)  # NaN != NaN
+        x = np.where(observed, values, 0.0)
+        y = np.where(identity, x, ssqrt(x))
+        base = self.baseline_[phase].copy()
+        seeded = observed & (base == base)
 
-        sd = np.sqrt(np.maximum(self.var_, self.sd_floor**2))
+        variance = np.maximum(self.var_, self.sd_floor**2)
         if floor_sd is not None:
-            sd = np.maximum(sd, np.nan_to_num(floor_sd, nan=0.0))
-        center = np.where(seeded, base + self.mean_, np.nan)
-        deviation = y - center
+            np.maximum(variance, floor_sd * floor_sd, out=variance)
+        sd = np.sqrt(variance)
+        center = base + self.mean_  # NaN where the phase was never seen
+        deviation = np.where(seeded, y - center, 0.0)
         score = np.where(seeded, deviation / sd, np.nan)
         ready = seeded & (self.count_ >= self.warmup_updates)
 
         # Once warmed up, clip what an outlier may teach the state (robustness); before, learn freely.
-        limit = np.where(ready, self.threshold * sd, np.inf)
-        taught = np.clip(np.where(seeded, deviation, 0.0), -limit, limit)
-        rate = np.maximum(self.alpha, 1.0 / (self.count_ + 1.0))
-        self.mean_ = np.where(seeded, self.mean_ + rate * taught, self.mean_)
-        self.var_ = np.where(seeded, (1.0 - rate) * (self.var_ + rate * taught**2), self.var_)
-        self.count_ = np.where(seeded, self.count_ + 1, self.count_)
-        cleaned = np.where(seeded, center + self.seasonal_smoothing * taught, y)
-        self.baseline_[:, phase] = np.where(observed, cleaned, base)
-        self.last_index_ = np.where(observed, period_index, self.last_index_)
-
         band = self.threshold * sd
+        taught = np.where(ready, np.clip(deviation, -band, band), deviation)
+        rate = np.where(seeded, np.maximum(self.alpha, 1.0 / (self.count_ + 1.0)), 0.0)
+        self.mean_ += rate * taught
+        self.var_ = np.where(seeded, (1.0 - rate) * (self.var_ + rate * taught * taught), self.var_)
+        self.count_ += seeded
+        cleaned = np.where(seeded, center + self.seasonal_smoothing * taught, y)
+        self.baseline_[phase] = np.where(observed, cleaned, base)
+        self.last_index_[observed] = period_index
+
+        stacked = np.stack([center, center - band, center + band])
         with np.errstate(over="ignore", invalid="ignore"):
-            expected = self._apply(_INVERSE, center)
-            lower = self._apply(_INVERSE, center - band)
-            upper = self._apply(_INVERSE, center + band)
-        return StepResult(expected=expected, lower=lower, upper=upper, score=score, ready=ready)
+            inverse = np.where(identity, stacked, ssquare(stacked))
+        return StepResult(expected=inverse[0], lower=inverse[1], upper=inverse[2], score=score, ready=ready)

@@ -23,8 +23,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from kpi_sentinel.ports import ScorerPorts
 from kpi_sentinel.sync import ScorerSettings, SyncOutcome, SyncRef, process_sync
 
-logger = Logger()
-metrics = Metrics()
+# Explicit defaults: the local runner imports this module before it sets the function's environment.
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "kpi-sentinel"))
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "KpiSentinel"))
 processor = BatchProcessor(event_type=EventType.SQS)
 # In-process listeners for each sync's outcome (the local runner's demo summary uses this).
 observers: list[Callable[[SyncOutcome], None]] = []
@@ -114,8 +115,6 @@ def record_outcome(outcome: SyncOutcome) -> None:
     if outcome.status != "scored":
         metrics.add_metric(f"Syncs_{outcome.status}", MetricUnit.Count, 1)
     logger.info("sync processed", extra={k: v for k, v in vars(outcome).items() if k != "alerts"})
-    for observer in observers:
-        observer(outcome)
 
 
 def handle_record(record: SQSRecord, ports: ScorerPorts, settings: ScorerSettings) -> list[SyncOutcome]:
@@ -123,7 +122,12 @@ def handle_record(record: SQSRecord, ports: ScorerPorts, settings: ScorerSetting
     for ref in sync_refs(record.body):
         logger.set_correlation_id(ref.key)
         outcome = process_sync(ref, ports, settings)
-        record_outcome(outcome)
+        try:
+            record_outcome(outcome)
+        except Exception:  # the sync is committed: a metrics hiccup must not make SQS redeliver it
+            logger.exception("could not record the outcome of a committed sync")
+        for observer in observers:
+            observer(outcome)
         outcomes.append(outcome)
     return outcomes
 

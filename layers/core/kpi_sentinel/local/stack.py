@@ -80,6 +80,7 @@ class LocalStack:
     types: dict[str, str] = field(default_factory=dict)
     functions: dict[str, FunctionSpec] = field(default_factory=dict)
     template: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # batches a handler failed as a whole
     _server: Any = None
     _clients: dict[str, Any] = field(default_factory=dict)
 
@@ -109,6 +110,11 @@ class LocalStack:
 
     def stop(self) -> None:
         if self._server is not None:
+            # moto's backends live in this process: reset them so the next stack starts empty.
+            import urllib.request  # noqa: PLC0415
+
+            request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")  # noqa: S310
+            urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 - loopback only
             self._server.stop()
             self._server = None
 
@@ -149,7 +155,7 @@ class LocalStack:
         for summary in cfn.describe_stack_resources(StackName=STACK)["StackResources"]:
             if summary.get("LogicalResourceId") and summary.get("PhysicalResourceId"):
                 self.physical[summary["LogicalResourceId"]] = summary["PhysicalResourceId"]
-        self._create_what_moto_skips(data_plane)
+        self.repair()
         for lid, resource in resources.items():
             if resource["Type"] == "AWS::Serverless::Function":
                 self.functions[lid] = self._function_spec(lid, resource)
@@ -237,6 +243,11 @@ class LocalStack:
         if kind == "AWS::SNS::Topic" and attribute == "TopicArn":
             return self.physical[name]
         raise KeyError(f"the local stack cannot resolve {name}.{attribute}")
+
+    def repair(self) -> None:
+        """Create (again) what moto's CloudFormation skips; idempotent."""
+        resources = self.template["Resources"]
+        self._create_what_moto_skips({lid: r for lid, r in resources.items() if r["Type"] in DATA_PLANE})
 
     def _create_what_moto_skips(self, data_plane: Mapping[str, Any]) -> None:
         for lid, resource in data_plane.items():
@@ -404,8 +415,12 @@ class LocalStack:
                     break
                 delivered += len(messages)
                 event = {"Records": [sqs_record(m, arn) for m in messages]}
-                response = handler(event, lambda_context(function_id))
-                failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+                try:
+                    response = handler(event, lambda_context(function_id))
+                    failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+                except Exception as exc:  # noqa: BLE001 - as in Lambda: an error fails the whole batch
+                    self.errors.append(f"{function_id}: {exc}")
+                    failed = {m["MessageId"] for m in messages}
                 done = [m for m in messages if m["MessageId"] not in failed]
                 retry = [m for m in messages if m["MessageId"] in failed]
                 if done:
