@@ -36,8 +36,14 @@ BARE_IMPORT = "import boto3, numpy, aws_lambda_powertools"
 def cold_import(runs: int) -> dict[str, Any]:
     def once(statement: str) -> float:
         code = f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
-        env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'layers' / 'core'}", "PYTHONDONTWRITEBYTECODE": "1"}
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+        env = {
+            **os.environ,
+            "PYTHONPATH": f"{ROOT}:{ROOT / 'layers' / 'core'}",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+        )
         return float(out.stdout.strip())
 
     once(SCORER_IMPORT)  # warm the OS file cache and bytecode for both sides alike
@@ -61,7 +67,9 @@ def _metrics_sync(day: datetime, rng: np.random.Generator) -> bytes:
             signups = int(rng.binomial(clicks, 0.08))
             ftds = int(rng.binomial(signups, 0.25))
             deposits = ftds + int(rng.poisson(ftds * 0.4))
-            lines.append(f"{stamp},source-{source:02d},{clicks},{signups},{ftds},{deposits},{deposits * 41.5:.2f}")
+            lines.append(
+                f"{stamp},source-{source:02d},{clicks},{signups},{ftds},{deposits},{deposits * 41.5:.2f}"
+            )
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -114,9 +122,8 @@ def warm_sync(runs: int) -> dict[str, Any]:
 
 
 def detector_throughput(n_series: int, n_periods: int) -> dict[str, Any]:
-    from river import stats
-
     from kpi_sentinel.detectors.ewma import SeasonalEWMA
+    from river import stats
 
     rng = np.random.default_rng(11)
     data = rng.poisson(100.0, size=(n_periods, n_series)).astype(np.float64)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from kpi_sentinel.local.stack import LocalStack, lambda_context, local_stack
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -41,6 +40,6 @@ def invoke(stack: LocalStack, event: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_queue(stack: LocalStack, queue_id: str) -> list[dict[str, Any]]:
-    from kpi_sentinel.demo import read_queue as read  # noqa: PLC0415
+    from kpi_sentinel.demo import read_queue as read
 
     return read(stack, queue_id)

@@ -21,7 +21,9 @@ def test_every_template_resource_exists_locally(stack: LocalStack) -> None:
 def test_a_resource_removed_behind_the_stacks_back_is_reported_missing(stack: LocalStack) -> None:
     # Given the support-triage subscription and the ingest queue policy are removed
     stack.client("sns").unsubscribe(SubscriptionArn=stack.physical["SupportTriageSubscription"])
-    stack.client("sqs").set_queue_attributes(QueueUrl=stack.queue_url("IngestQueue"), Attributes={"Policy": ""})
+    stack.client("sqs").set_queue_attributes(
+        QueueUrl=stack.queue_url("IngestQueue"), Attributes={"Policy": ""}
+    )
     try:
         # Then the check names both
         missing = stack.missing()
@@ -30,7 +32,6 @@ def test_a_resource_removed_behind_the_stacks_back_is_reported_missing(stack: Lo
     finally:
         stack.repair()
     assert stack.missing() == []
-
 
 
 def test_skipped_types_are_created_with_the_templates_properties(stack: LocalStack) -> None:
@@ -42,7 +43,9 @@ def test_skipped_types_are_created_with_the_templates_properties(stack: LocalSta
     assert json.loads(attributes["FilterPolicy"]) == {"severity": ["warning", "critical"]}
     assert attributes["RawMessageDelivery"] == "true"
     # The ingest queue accepts S3 notifications and redrives poison messages to its DLQ
-    queue = sqs.get_queue_attributes(QueueUrl=stack.queue_url("IngestQueue"), AttributeNames=["All"])["Attributes"]
+    queue = sqs.get_queue_attributes(QueueUrl=stack.queue_url("IngestQueue"), AttributeNames=["All"])[
+        "Attributes"
+    ]
     assert "s3.amazonaws.com" in queue["Policy"]
     assert json.loads(queue["RedrivePolicy"])["deadLetterTargetArn"] == stack.attribute("IngestDLQ", "Arn")
     # State tables expire items through TTL

@@ -14,7 +14,6 @@ from pathlib import Path
 import jsonschema
 import pandas as pd
 import pytest
-
 from kpi_sentinel.adapters.aws import DynamoControl, DynamoState, S3Objects, SnsPublisher
 from kpi_sentinel.demo import caught
 from kpi_sentinel.handlers import scorer
@@ -23,6 +22,7 @@ from kpi_sentinel.ports import ScorerPorts
 from kpi_sentinel.scoring import IntegrationState
 from kpi_sentinel.sync import ScorerSettings, SyncOutcome, SyncRef, process_sync
 from kpi_sentinel.synthetic import SyncFile, demo_dataset
+
 from tests.integration.conftest import SCORER, invoke, load_event, read_queue
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "layers/core/kpi_sentinel/schemas/alert-v1.json"
@@ -40,7 +40,9 @@ def acme_files(days: int, integration: str) -> list[SyncFile]:
     """acme-ads synthetic syncs, renamed to an integration of the test's own."""
     files = [f for f in demo_dataset(days=days).files if f.integration_id == "acme-ads"]
     return [
-        SyncFile(f.key.replace("syncs/acme-ads/", f"syncs/{integration}/"), f.body, f.period_start, integration)
+        SyncFile(
+            f.key.replace("syncs/acme-ads/", f"syncs/{integration}/"), f.body, f.period_start, integration
+        )
         for f in files
     ]
 
@@ -62,8 +64,12 @@ def state_of(stack: LocalStack, integration: str) -> tuple[IntegrationState, int
 
 def test_sample_event_scores_the_sync_it_names(stack: LocalStack, outcomes: list[SyncOutcome]) -> None:
     # Given the object named by events/ingest-sync.json is in the ingest bucket
-    body = "timestamp,source,clicks,ngr\n2026-10-16T11:00:00Z,google,100,50.5\n2026-10-16T11:00:00Z,email,20,x\n"
-    stack.client("s3").put_object(Bucket=stack.physical["IngestBucket"], Key="syncs/acme-ads/2026/10/16/11.csv", Body=body)
+    body = (
+        "timestamp,source,clicks,ngr\n2026-10-16T11:00:00Z,google,100,50.5\n2026-10-16T11:00:00Z,email,20,x\n"
+    )
+    stack.client("s3").put_object(
+        Bucket=stack.physical["IngestBucket"], Key="syncs/acme-ads/2026/10/16/11.csv", Body=body
+    )
     # (S3's own notification of that put is dropped: the sample event stands in for it)
     stack.client("sqs").purge_queue(QueueUrl=stack.queue_url("IngestQueue"))
     # When the scorer receives the sample event
@@ -74,7 +80,9 @@ def test_sample_event_scores_the_sync_it_names(stack: LocalStack, outcomes: list
     assert outcome.status == "scored"
     assert (outcome.rows_in, outcome.rows_scored, outcome.rows_rejected) == (2, 1, 1)
     report = json.loads(
-        stack.client("s3").get_object(Bucket=stack.physical["IngestBucket"], Key=outcome.report_key)["Body"].read()
+        stack.client("s3")
+        .get_object(Bucket=stack.physical["IngestBucket"], Key=outcome.report_key)["Body"]
+        .read()
     )
     assert report["rejected"][0]["row"] == 2
     assert report["rejected"][0]["field"] == "ngr"
@@ -152,12 +160,14 @@ def test_crater_alert_flows_to_both_queues_and_redelivery_publishes_nothing(
     # And the history store holds every scored period, partitioned by integration and date
     keys = [
         o["Key"]
-        for page in stack.client("s3").get_paginator("list_objects_v2").paginate(
-            Bucket=stack.physical["DataBucket"], Prefix="history/integration=flow-ads/"
-        )
+        for page in stack.client("s3")
+        .get_paginator("list_objects_v2")
+        .paginate(Bucket=stack.physical["DataBucket"], Prefix="history/integration=flow-ads/")
         for o in page.get("Contents", [])
     ]
-    assert {k.split("/")[2] for k in keys} == {f"date={d}" for d in {f.period_start.date().isoformat() for f in files}}
+    assert {k.split("/")[2] for k in keys} == {
+        f"date={d}" for d in {f.period_start.date().isoformat() for f in files}
+    }
     frames = [
         pd.read_csv(io.BytesIO(stack.client("s3").get_object(Bucket=stack.physical["DataBucket"], Key=k)["Body"].read()),
                     compression="gzip")
@@ -237,7 +247,9 @@ def test_unreadable_files_and_bad_keys_are_quarantined_not_retried(
     s3, bucket = stack.client("s3"), stack.physical["IngestBucket"]
     # Given a corrupt gzip, a file without a timestamp column, and a key outside the contract
     s3.put_object(Bucket=bucket, Key="syncs/q-ads/broken.csv.gz", Body=b"not gzip at all")
-    s3.put_object(Bucket=bucket, Key="syncs/q-ads/no-time.csv", Body=gzip.decompress(gzip.compress(b"a,b\n1,2\n")))
+    s3.put_object(
+        Bucket=bucket, Key="syncs/q-ads/no-time.csv", Body=gzip.decompress(gzip.compress(b"a,b\n1,2\n"))
+    )
     s3.put_object(Bucket=bucket, Key="syncs/bad id!/x.csv", Body=b"timestamp,clicks\n")
     stack.drain(SCORER)
     # Then each is handled once, without a retry, and reported
@@ -247,11 +259,18 @@ def test_unreadable_files_and_bad_keys_are_quarantined_not_retried(
         "syncs/q-ads/no-time.csv": "quarantined",
         "syncs/bad id!/x.csv": "rejected_key",
     }
-    report = json.loads(s3.get_object(Bucket=bucket, Key="quarantine/q-ads/no-time.csv.report.json")["Body"].read())
+    report = json.loads(
+        s3.get_object(Bucket=bucket, Key="quarantine/q-ads/no-time.csv.report.json")["Body"].read()
+    )
     assert report["file"] == "syncs/q-ads/no-time.csv"
     assert "timestamp" in report["reason"]
-    assert s3.get_object(Bucket=bucket, Key="quarantine/q-ads/broken.csv.gz")["Body"].read() == b"not gzip at all"
-    invalid = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="quarantine/_invalid-keys/")["Contents"]]
+    assert (
+        s3.get_object(Bucket=bucket, Key="quarantine/q-ads/broken.csv.gz")["Body"].read()
+        == b"not gzip at all"
+    )
+    invalid = [
+        o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="quarantine/_invalid-keys/")["Contents"]
+    ]
     assert len(invalid) == 1
     assert "bad id!" not in invalid[0]
     assert stack.client("sqs").receive_message(QueueUrl=stack.queue_url("IngestDLQ")).get("Messages") is None

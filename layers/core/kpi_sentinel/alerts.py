@@ -158,7 +158,7 @@ def build_alerts(
         by_period_metric[(point.period, point.series[0])].append(point)
     label = baseline_label(config.season, granularity)
     alerts: list[dict[str, Any]] = []
-    for (period, metric), group in sorted(by_period_metric.items()):
+    for (_period, metric), group in sorted(by_period_metric.items()):
         spec = config.metric(metric)
         if spec is None:
             continue

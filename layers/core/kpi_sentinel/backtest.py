@@ -56,7 +56,9 @@ def _configure(config: IntegrationConfig, options: BacktestOptions) -> Integrati
     if options.metrics:
         unknown = sorted(set(options.metrics) - {m.name for m in metrics})
         if unknown:
-            raise UnreadableSync(f"--metric {unknown}: not numeric columns of the file ({[m.name for m in metrics]})")
+            raise UnreadableSync(
+                f"--metric {unknown}: not numeric columns of the file ({[m.name for m in metrics]})"
+            )
         metrics = tuple(m for m in metrics if m.name in options.metrics)
     if options.direction is not None:
         if options.direction not in DIRECTIONS:
@@ -100,7 +102,9 @@ def run_backtest(source: Path, target: TextIO, options: BacktestOptions) -> Back
     config = replace(config, granularity_seconds=granularity)
     state = IntegrationState(config, granularity)
     result = state.score(aggregate(valid, config, granularity, state.known_values()))
-    alerts = {(series_key(a), a["period_start"]): a for a in build_alerts(config, granularity, result.points, "")}
+    alerts = {
+        (series_key(a), a["period_start"]): a for a in build_alerts(config, granularity, result.points, "")
+    }
     writer = csv.writer(target, lineterminator="\n")
     writer.writerow(OUTPUT_COLUMNS)
     for point in result.points:
@@ -131,8 +135,8 @@ def _fmt(value: float | None) -> str:
 
 
 def open_output(path: str | None) -> TextIO:
-    import sys  # noqa: PLC0415
+    import sys
 
     if path in (None, "-"):
         return sys.stdout
-    return Path(path).open("w", encoding="utf-8", newline="")  # noqa: SIM115 - closed by the caller
+    return Path(path).open("w", encoding="utf-8", newline="")

@@ -10,8 +10,8 @@ from kpi_sentinel.config import GRANULARITIES, ConfigError
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    from kpi_sentinel.backtest import BacktestOptions, open_output, run_backtest  # noqa: PLC0415
-    from kpi_sentinel.parsing import KeyContractError, UnreadableSync  # noqa: PLC0415
+    from kpi_sentinel.backtest import BacktestOptions, open_output, run_backtest
+    from kpi_sentinel.parsing import KeyContractError, UnreadableSync
 
     options = BacktestOptions(
         threshold=args.threshold,
@@ -50,7 +50,7 @@ def _backtest(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from kpi_sentinel.demo import run_demo  # noqa: PLC0415
+    from kpi_sentinel.demo import run_demo
 
     summary = run_demo(args.out, days=args.days, seed=args.seed)
     missed = [i for i in summary["incidents"] if not i["caught"]]
@@ -58,7 +58,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kpi-sentinel", description="KPI anomaly detection and alert routing")
+    parser = argparse.ArgumentParser(
+        prog="kpi-sentinel", description="KPI anomaly detection and alert routing"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="run the pipeline on a local moto stack with synthetic data")
@@ -72,9 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backtest.add_argument("file", type=Path, help="CSV (or .csv.gz/.jsonl/.parquet) with a timestamp column")
     backtest.add_argument("-o", "--output", help="output CSV (default: standard output)")
-    backtest.add_argument("--threshold", type=float, help="alert threshold in standard deviations (default 3)")
+    backtest.add_argument(
+        "--threshold", type=float, help="alert threshold in standard deviations (default 3)"
+    )
     backtest.add_argument("--alpha", type=float, help="EWMA smoothing of the residual (default 0.1)")
-    backtest.add_argument("--season", type=int, help="season length in periods (default: a week; 5 min: a day)")
+    backtest.add_argument(
+        "--season", type=int, help="season length in periods (default: a week; 5 min: a day)"
+    )
     backtest.add_argument("--granularity", choices=sorted(GRANULARITIES), help="default: inferred")
     backtest.add_argument("--warmup", type=int, help="residual updates before a series may alert")
     backtest.add_argument("--direction", choices=("down", "up", "both"), help="bad direction for all metrics")

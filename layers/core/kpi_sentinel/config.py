@@ -138,8 +138,11 @@ class IntegrationConfig:
             return self.season_length
         return DEFAULT_SEASON.get(self.granularity_seconds or 3600, 168)
 
+    def specs(self) -> tuple[MetricSpec | RatioSpec | RateSpec, ...]:
+        return (*self.metrics, *self.ratios, *self.rates)
+
     def metric(self, name: str) -> MetricSpec | RatioSpec | RateSpec | None:
-        for spec in (*self.metrics, *self.ratios, *self.rates):
+        for spec in self.specs():
             if spec.name == name:
                 return spec
         if self.shape == "events" and name == self.count_metric:
@@ -196,7 +199,7 @@ class IntegrationConfig:
             raise ConfigError(f"integration {iid}: field 'threshold' must be positive")
         if not 0 < self.alpha <= 1:
             raise ConfigError(f"integration {iid}: field 'alpha' must be in (0, 1]")
-        for spec in (*self.metrics, *self.ratios, *self.rates):
+        for spec in self.specs():
             if spec.bad_direction not in DIRECTIONS:
                 raise ConfigError(
                     f"integration {iid}: metric {spec.name!r} field 'bad_direction' must be one of "

@@ -60,7 +60,7 @@ def bad_inputs(dataset: DemoDataset) -> list[SyncFile]:
         [
             "timestamp,source,clicks,signups,ftds,deposits,ngr",
             f"{stamp},email,n/a,3,1,1,40.00",
-            f"not-a-time,email,120,3,1,1,40.00",
+            "not-a-time,email,120,3,1,1,40.00",
         ]
     )
     return [
@@ -96,10 +96,10 @@ def read_queue(stack: Any, queue_id: str) -> list[dict[str, Any]]:
 
 
 def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdout) -> dict[str, Any]:
-    from kpi_sentinel.adapters.aws import DynamoControl  # noqa: PLC0415
-    from kpi_sentinel.handlers import scorer  # noqa: PLC0415
-    from kpi_sentinel.local.stack import local_stack  # noqa: PLC0415
-    from kpi_sentinel.outputs import alert_row, html_page, write_alerts  # noqa: PLC0415
+    from kpi_sentinel.adapters.aws import DynamoControl
+    from kpi_sentinel.handlers import scorer
+    from kpi_sentinel.local.stack import local_stack
+    from kpi_sentinel.outputs import alert_row, html_page, write_alerts
 
     def say(text: str) -> None:
         print(text, file=stream, flush=True)
@@ -141,7 +141,7 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
     alerts.sort(key=lambda a: (a["period_start"], a["integration_id"], a["metric"]))
     out.mkdir(parents=True, exist_ok=True)
     jsonl, table = write_alerts(alerts, out)
-    results = []
+    results: list[dict[str, Any]] = []
     for incident in dataset.incidents:
         hit = caught(incident, alerts)
         delay = None
@@ -169,7 +169,9 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
         "seconds": round(time.perf_counter() - started, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "incidents.json").write_text(json.dumps([incident_to_dict(i) for i in dataset.incidents], indent=2))
+    (out / "incidents.json").write_text(
+        json.dumps([incident_to_dict(i) for i in dataset.incidents], indent=2)
+    )
     sections: list[tuple[str, Sequence[str], Sequence[Sequence[Any]]]] = [
         ("Injected incidents", ("kind", "integration", "window", "caught", "delay (h)", "first alert"),
          [(r["kind"], r["integration_id"], f"{r['start']} … {r['end']}", "yes" if r["caught"] else "MISSED",
@@ -193,7 +195,9 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
         f"queue, {stats.alerts_suppressed} suppressed by the demo snooze on {SNOOZED['integration_id']}/"
         f"{SNOOZED['metric']}; dead letters: {sum(dead.values())}")  # fmt: skip
     for integration in sorted({i for i, _ in per_integration}):
-        counts = ", ".join(f"{s} {per_integration[(integration, s)]}" for s in ("critical", "warning", "info"))
+        counts = ", ".join(
+            f"{s} {per_integration[(integration, s)]}" for s in ("critical", "warning", "info")
+        )
         say(f"  {integration}: {counts}")
     say("Injected incidents:")
     for r in results:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import re
@@ -16,7 +17,6 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -248,7 +248,9 @@ def _read_parquet(body: bytes) -> RawTable:
     except ImportError as exc:  # pragma: no cover - depends on the deployment's layers
         raise UnreadableSync("Parquet syncs are not supported by this deployment (no pyarrow)") from exc
     try:
-        table = pq.read_table(pa.BufferReader(body))
+        # One thread: Arrow's reader pool can abort the process at interpreter exit (apache/arrow#34314),
+        # and a sync file is small enough to decode on one core.
+        table = pq.read_table(pa.BufferReader(body), use_threads=False)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise UnreadableSync(f"not a readable Parquet file: {exc}") from exc
     records = table.to_pylist()
@@ -374,7 +376,7 @@ def infer_granularity(timestamps: Sequence[datetime]) -> int:
     300
     """
     distinct = sorted({int(t.timestamp()) for t in timestamps})
-    gaps = [b - a for a, b in zip(distinct, distinct[1:], strict=False) if b > a]
+    gaps = [b - a for a, b in itertools.pairwise(distinct) if b > a]
     if gaps:
         smallest = min(gaps)
         return 300 if smallest < 3600 else 3600 if smallest < 86400 else 86400

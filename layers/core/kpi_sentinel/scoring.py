@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from kpi_sentinel.config import MAX_SLICES_PER_DIMENSION, OTHER_SLICE, IntegrationConfig, RateSpec, RatioSpec
 from kpi_sentinel.detectors.ewma import FloatArray, SeasonalEWMA
@@ -115,14 +116,14 @@ def aggregate(
             target.values[series] = value
             target.volumes[series] = abs(value)
         for ratio in config.ratios:
-            for (metric, dimension, value), denominator in sums.items():
+            for (metric, dimension, slice_value), denominator in sums.items():
                 if metric != ratio.denominator or denominator <= 0:
                     continue
-                numerator = sums.get((ratio.numerator, dimension, value))
+                numerator = sums.get((ratio.numerator, dimension, slice_value))
                 if numerator is None:
                     continue
-                target.values[(ratio.name, dimension, value)] = numerator / denominator
-                target.volumes[(ratio.name, dimension, value)] = denominator
+                target.values[(ratio.name, dimension, slice_value)] = numerator / denominator
+                target.volumes[(ratio.name, dimension, slice_value)] = denominator
         total = sums.get((config.count_metric, "", ""), 0.0)
         for rate in config.rates:
             if config.shape == "events" and total > 0:
@@ -270,7 +271,7 @@ class IntegrationState:
 
     def to_bytes(self) -> bytes:
         d = self.detector
-        arrays = [
+        arrays: list[npt.NDArray[Any]] = [
             d.baseline_.astype(np.float32),
             d.mean_.astype(np.float64),
             d.var_.astype(np.float64),

@@ -233,7 +233,8 @@ def _late_rejections(result: ScoreResult, state: IntegrationState) -> list[Rejec
 def _apply_snoozes(
     alerts: list[dict[str, Any]], snoozes: Sequence[Mapping[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    publishable, suppressed = [], []
+    publishable: list[dict[str, Any]] = []
+    suppressed: list[dict[str, Any]] = []
     for alert in alerts:
         (suppressed if any(snooze_matches(s, alert) for s in snoozes) else publishable).append(alert)
     return publishable, suppressed

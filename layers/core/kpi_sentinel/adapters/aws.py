@@ -47,7 +47,9 @@ class S3Objects:
         client("s3").put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
 
     def copy(self, bucket: str, source_key: str, target_key: str) -> None:
-        client("s3").copy_object(Bucket=bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": source_key})
+        client("s3").copy_object(
+            Bucket=bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": source_key}
+        )
 
 
 def _pk(integration_id: str) -> str:
@@ -116,7 +118,14 @@ class DynamoState:
             del header["Put"]["ExpressionAttributeValues"]
         writes: list[dict[str, Any]] = [header]
         for n, chunk in enumerate(chunks[1:], start=1):
-            writes.append({"Put": {"TableName": self.table, "Item": {"pk": pk, "sk": {"S": f"state#{n}"}, "blob": {"B": chunk}}}})
+            writes.append(
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": {"pk": pk, "sk": {"S": f"state#{n}"}, "blob": {"B": chunk}},
+                    }
+                }
+            )
         if outbox:
             expires = int(datetime.now().timestamp()) + OUTBOX_TTL_SECONDS
             alerts = zlib.compress(json.dumps(list(outbox), separators=(",", ":")).encode())
@@ -136,7 +145,10 @@ class DynamoState:
         try:
             client("dynamodb").transact_write_items(TransactItems=writes)
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("TransactionCanceledException", "ConditionalCheckFailedException"):
+            if exc.response["Error"]["Code"] in (
+                "TransactionCanceledException",
+                "ConditionalCheckFailedException",
+            ):
                 reasons = exc.response.get("CancellationReasons", [])
                 if not reasons or any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
                     raise StateConflict(integration_id) from exc
@@ -189,7 +201,7 @@ class DynamoControl:
 
     def active_snoozes(self, integration_id: str, now: datetime) -> list[Mapping[str, Any]]:
         stamp = now.timestamp()
-        snoozes = []
+        snoozes: list[Mapping[str, Any]] = []
         for item in self._items(integration_id):
             if not item["sk"]["S"].startswith("snooze#") or float(item["until"]["N"]) <= stamp:
                 continue  # TTL deletion is lazy: an expired snooze may still be stored
@@ -210,7 +222,11 @@ class DynamoControl:
         """Used by tests and the demo until the operator API exists."""
         client("dynamodb").put_item(
             TableName=self.table,
-            Item={"pk": {"S": _pk(integration_id)}, "sk": {"S": "config"}, "config": {"S": json.dumps(config)}},
+            Item={
+                "pk": {"S": _pk(integration_id)},
+                "sk": {"S": "config"},
+                "config": {"S": json.dumps(config)},
+            },
         )
         self._cache.pop(integration_id, None)
 

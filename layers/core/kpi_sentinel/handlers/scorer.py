@@ -65,7 +65,7 @@ class ScorerConfig:
 
 @cache
 def _aws_ports() -> tuple[ScorerPorts, ScorerSettings]:
-    from kpi_sentinel.adapters.aws import DynamoControl, DynamoState, S3Objects, SnsPublisher  # noqa: PLC0415
+    from kpi_sentinel.adapters.aws import DynamoControl, DynamoState, S3Objects, SnsPublisher
 
     config = ScorerConfig.from_env(os.environ)
     ports = ScorerPorts(
@@ -133,7 +133,10 @@ def handle_record(record: SQSRecord, ports: ScorerPorts, settings: ScorerSetting
 
 
 def handle(
-    event: dict[str, Any], context: Any, ports: ScorerPorts | None = None, settings: ScorerSettings | None = None
+    event: dict[str, Any],
+    context: Any,
+    ports: ScorerPorts | None = None,
+    settings: ScorerSettings | None = None,
 ) -> dict[str, Any]:
     if ports is None or settings is None:
         ports, settings = _aws_ports()
@@ -141,7 +144,8 @@ def handle(
     def one(record: SQSRecord) -> list[SyncOutcome]:
         return handle_record(record, ports, settings)
 
-    return process_partial_response(event=event, record_handler=one, processor=processor, context=context)
+    response = process_partial_response(event=event, record_handler=one, processor=processor, context=context)
+    return dict(response)
 
 
 @metrics.log_metrics

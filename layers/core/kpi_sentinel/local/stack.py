@@ -38,7 +38,12 @@ DATA_PLANE = {
 # Run by this runner rather than by moto: functions (their handlers are called directly), and what
 # only exists to serve them in AWS (layers are on the local import path, roles and log groups are
 # meaningless without a Lambda service).
-RUNNER = {"AWS::Serverless::Function", "AWS::Serverless::LayerVersion", "AWS::IAM::Role", "AWS::Logs::LogGroup"}
+RUNNER = {
+    "AWS::Serverless::Function",
+    "AWS::Serverless::LayerVersion",
+    "AWS::IAM::Role",
+    "AWS::Logs::LogGroup",
+}
 
 
 def repo_root() -> Path:
@@ -51,7 +56,7 @@ def repo_root() -> Path:
 
 def load_template(path: Path) -> dict[str, Any]:
     """The template with intrinsic functions in their long form (``!Ref X`` -> ``{"Ref": "X"}``)."""
-    from cfnlint.decode import cfn_yaml  # noqa: PLC0415 - only the local runner needs it
+    from cfnlint.decode import cfn_yaml
 
     template: dict[str, Any] = json.loads(json.dumps(cfn_yaml.load(str(path))))
     return template
@@ -87,7 +92,7 @@ class LocalStack:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> LocalStack:
-        from moto.server import ThreadedMotoServer  # noqa: PLC0415
+        from moto.server import ThreadedMotoServer
 
         port = _free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -97,7 +102,7 @@ class LocalStack:
             {
                 "AWS_ENDPOINT_URL": self.endpoint,
                 "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's dummy credentials
+                "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_SESSION_TOKEN": "testing",
                 "AWS_DEFAULT_REGION": REGION,
                 "AWS_REGION": REGION,
@@ -111,7 +116,7 @@ class LocalStack:
     def stop(self) -> None:
         if self._server is not None:
             # moto's backends live in this process: reset them so the next stack starts empty.
-            import urllib.request  # noqa: PLC0415
+            import urllib.request
 
             request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")  # noqa: S310
             urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 - loopback only
@@ -120,7 +125,7 @@ class LocalStack:
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
-            import boto3  # noqa: PLC0415
+            import boto3
 
             self._clients[service] = boto3.client(service, region_name=REGION, endpoint_url=self.endpoint)
         return self._clients[service]
@@ -237,7 +242,9 @@ class LocalStack:
         if kind == "AWS::S3::Bucket" and attribute == "Arn":
             return f"arn:aws:s3:::{self.physical[name]}"
         if kind == "AWS::DynamoDB::Table" and attribute == "Arn":
-            return str(self.client("dynamodb").describe_table(TableName=self.physical[name])["Table"]["TableArn"])
+            return str(
+                self.client("dynamodb").describe_table(TableName=self.physical[name])["Table"]["TableArn"]
+            )
         if kind == "AWS::KMS::Key" and attribute == "Arn":
             return str(self.client("kms").describe_key(KeyId=self.physical[name])["KeyMetadata"]["Arn"])
         if kind == "AWS::SNS::Topic" and attribute == "TopicArn":
@@ -291,7 +298,9 @@ class LocalStack:
             elif kind == "AWS::SNS::TopicPolicy":
                 for topic in props["Topics"]:
                     self.client("sns").set_topic_attributes(
-                        TopicArn=topic, AttributeName="Policy", AttributeValue=json.dumps(props["PolicyDocument"])
+                        TopicArn=topic,
+                        AttributeName="Policy",
+                        AttributeValue=json.dumps(props["PolicyDocument"]),
                     )
                 self.physical.setdefault(lid, f"{STACK}-{lid}")
             elif kind == "AWS::DynamoDB::Table" and props.get("TimeToLiveSpecification", {}).get("Enabled"):
@@ -336,9 +345,10 @@ class LocalStack:
         if kind == "AWS::SQS::QueuePolicy":
             props = self.resolve(self.template["Resources"][lid]["Properties"])
             return all(
-                "Policy" in self.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"]).get(
-                    "Attributes", {}
-                )
+                "Policy"
+                in self.client("sqs")
+                .get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])
+                .get("Attributes", {})
                 for url in props["Queues"]
             )
         if kind == "AWS::S3::BucketPolicy":
@@ -352,7 +362,8 @@ class LocalStack:
             props = self.resolve(self.template["Resources"][lid]["Properties"])
             wanted = props["PolicyDocument"]
             return all(
-                json.loads(self.client("sns").get_topic_attributes(TopicArn=t)["Attributes"]["Policy"]) == wanted
+                json.loads(self.client("sns").get_topic_attributes(TopicArn=t)["Attributes"]["Policy"])
+                == wanted
                 for t in props["Topics"]
             )
         return False
@@ -388,7 +399,9 @@ class LocalStack:
         root = str(self.template_path.parent)
         if root not in sys.path:
             sys.path.insert(0, root)
-        loaded: Callable[[dict[str, Any], Any], dict[str, Any]] = getattr(importlib.import_module(module), name)
+        loaded: Callable[[dict[str, Any], Any], dict[str, Any]] = getattr(
+            importlib.import_module(module), name
+        )
         return loaded
 
     def queue_url(self, logical_id: str) -> str:
@@ -418,7 +431,7 @@ class LocalStack:
                 try:
                     response = handler(event, lambda_context(function_id))
                     failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
-                except Exception as exc:  # noqa: BLE001 - as in Lambda: an error fails the whole batch
+                except Exception as exc:
                     self.errors.append(f"{function_id}: {exc}")
                     failed = {m["MessageId"] for m in messages}
                 done = [m for m in messages if m["MessageId"] not in failed]
@@ -426,7 +439,9 @@ class LocalStack:
                 if done:
                     sqs.delete_message_batch(
                         QueueUrl=url,
-                        Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(done)],
+                        Entries=[
+                            {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(done)
+                        ],
                     )
                 if retry:
                     sqs.change_message_visibility_batch(
@@ -450,7 +465,9 @@ def _notification(config: Mapping[str, Any]) -> dict[str, Any]:
         entry: dict[str, Any] = {"QueueArn": q["Queue"], "Events": [q["Event"]]}
         rules = q.get("Filter", {}).get("S3Key", {}).get("Rules", [])
         if rules:
-            entry["Filter"] = {"Key": {"FilterRules": [{"Name": r["Name"], "Value": r["Value"]} for r in rules]}}
+            entry["Filter"] = {
+                "Key": {"FilterRules": [{"Name": r["Name"], "Value": r["Value"]} for r in rules]}
+            }
         queues.append(entry)
     return {"QueueConfigurations": queues}
 
