@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -292,7 +293,7 @@ def parse_number(value: Any) -> float:
         number = float(value)  # float() itself accepts surrounding white space
     elif isinstance(value, bool):
         raise ValueError("a boolean is not a number")
-    elif isinstance(value, int | float):
+    elif isinstance(value, int | float | Decimal):  # Decimal: a Parquet decimal128 money column
         number = float(value)
     elif value is None:
         raise ValueError("missing value")

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -26,6 +27,8 @@ from kpi_sentinel.sync import ScorerSettings, SyncOutcome, SyncRef, process_sync
 # Explicit defaults: the local runner imports this module before it sets the function's environment.
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "kpi-sentinel"))
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "KpiSentinel"))
+# The use cases log through the standard library; give them the handler's JSON format and correlation id.
+copy_config_to_registered_loggers(source_logger=logger, include={"kpi_sentinel"})
 processor = BatchProcessor(event_type=EventType.SQS)
 # In-process listeners for each sync's outcome (the local runner's demo summary uses this).
 observers: list[Callable[[SyncOutcome], None]] = []
