@@ -94,7 +94,7 @@ def warm_sync(runs: int) -> dict[str, Any]:
         )
         settings = ScorerSettings(ingest_bucket=env["INGEST_BUCKET"], data_bucket=env["DATA_BUCKET"])
         s3, bucket = stack.client("s3"), env["INGEST_BUCKET"]
-        warmup_days = 10  # past the detector's warm-up, so the measured syncs score and alert for real
+        warmup_days = 21  # three seasons: past the warm-up, so the measured syncs score and alert for real
         process_times, read_times, alerts = [], [], 0
         for day in range(warmup_days + runs):
             key = f"syncs/bench-ads/{(start + timedelta(days=day)):%Y/%m/%d}.csv"

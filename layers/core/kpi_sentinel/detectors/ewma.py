@@ -79,6 +79,7 @@ class SeasonalEWMA:
         self,
         season_length: int,
         alpha: float = 0.1,
+        variance_alpha: float | None = 0.02,
         seasonal_smoothing: float = 0.5,
         threshold: float = 3.0,
         warmup: int | None = None,
@@ -97,6 +98,7 @@ class SeasonalEWMA:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
         self.season_length = season_length
         self.alpha = alpha
+        self.variance_alpha = variance_alpha
         self.seasonal_smoothing = seasonal_smoothing
         self.threshold = threshold
         self.warmup = warmup
@@ -183,9 +185,12 @@ class SeasonalEWMA:
         # Once warmed up, clip what an outlier may teach the state (robustness); before, learn freely.
         band = self.threshold * sd
         taught = np.where(ready, np.clip(deviation, -band, band), deviation)
-        rate = np.where(seeded, np.maximum(self.alpha, 1.0 / (self.count_ + 1.0)), 0.0)
+        start = 1.0 / (self.count_ + 1.0)  # the first updates are plain running averages
+        rate = np.where(seeded, np.maximum(self.alpha, start), 0.0)
+        var_alpha = self.alpha if self.variance_alpha is None else self.variance_alpha
+        var_rate = np.where(seeded, np.maximum(var_alpha, start), 0.0)
         self.mean_ += rate * taught
-        self.var_ = np.where(seeded, (1.0 - rate) * (self.var_ + rate * taught * taught), self.var_)
+        self.var_ = np.where(seeded, (1.0 - var_rate) * (self.var_ + var_rate * taught * taught), self.var_)
         self.count_ += seeded
         cleaned = np.where(seeded, center + self.seasonal_smoothing * taught, y)
         self.baseline_[phase] = np.where(observed, cleaned, base)
