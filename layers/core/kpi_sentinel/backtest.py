@@ -97,7 +97,7 @@ def run_backtest(source: Path, target: TextIO, options: BacktestOptions) -> Back
     config = _configure(infer_config("backtest", table.columns, table.sample()), options)
     valid, rejected = validate_rows(table, config, str(source))
     if not valid:
-        raise UnreadableSync(f"{source}: no valid rows ({len(rejected)} rejected)")
+        raise UnreadableSync(f"no valid rows ({len(rejected)} rejected)")
     granularity = config.granularity_seconds or infer_granularity([r.timestamp for r in valid])
     config = replace(config, granularity_seconds=granularity)
     state = IntegrationState(config, granularity)

@@ -34,10 +34,12 @@ def _backtest(args: argparse.Namespace) -> int:
         result = run_backtest(args.file, target, options)
     except (UnreadableSync, KeyContractError, ConfigError) as exc:
         print(f"kpi-sentinel backtest: {args.file}: {exc}", file=sys.stderr)
-        return 2
-    finally:
         if target is not sys.stdout:
             target.close()
+            Path(args.output).unlink(missing_ok=True)  # no half-written output left behind
+        return 2
+    if target is not sys.stdout:
+        target.close()
     print(
         f"{args.file}: {result.rows_in} rows ({result.rows_rejected} rejected), granularity "
         f"{result.granularity_seconds}s, season {result.season_length} periods; {result.points} points scored, "

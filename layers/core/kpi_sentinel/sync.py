@@ -132,8 +132,9 @@ def _process(ref: SyncRef, ports: ScorerPorts, settings: ScorerSettings) -> Sync
         elif config != state.config:
             state.reconfigure(replace(config, granularity_seconds=state.granularity))
 
+        scored_until = state.last_period
         result = state.score(aggregate(valid, state.config, state.granularity, state.known_values()))
-        rejected = rejected + _late_rejections(result, state)
+        rejected = rejected + _late_rejections(result, state, scored_until)
         alerts = build_alerts(state.config, state.granularity, result.points, ref.key)
         publishable, suppressed = _apply_snoozes(alerts, snoozes)
         state.remember(ref.sync_id)
@@ -216,8 +217,9 @@ def _config(
     )
 
 
-def _late_rejections(result: ScoreResult, state: IntegrationState) -> list[Rejection]:
-    last = period_start(state.last_period, state.granularity).isoformat()
+def _late_rejections(result: ScoreResult, state: IntegrationState, scored_until: int) -> list[Rejection]:
+    """Rows of periods at or before ``scored_until``, the last period scored before this sync."""
+    last = period_start(scored_until, state.granularity).isoformat()
     return [
         Rejection(
             row,

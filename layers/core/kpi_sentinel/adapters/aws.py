@@ -56,24 +56,29 @@ def _pk(integration_id: str) -> str:
     return f"integration#{integration_id}"
 
 
+def _partition(table: str, integration_id: str, consistent: bool) -> list[dict[str, Any]]:
+    """Every item of an integration's partition: one Query, more pages only past 1 MB."""
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "pk = :pk",
+        "ExpressionAttributeValues": {":pk": {"S": _pk(integration_id)}},
+        "ConsistentRead": consistent,
+    }
+    while True:
+        page = client("dynamodb").query(**kwargs)
+        items.extend(page["Items"])
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
 class DynamoState:
     def __init__(self, table: str) -> None:
         self.table = table
 
     def load(self, integration_id: str) -> StoredState:
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": _pk(integration_id)}},
-            "ConsistentRead": True,
-        }
-        while True:
-            page = client("dynamodb").query(**kwargs)
-            items.extend(page["Items"])
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = _partition(self.table, integration_id, consistent=True)
         by_sk = {item["sk"]["S"]: item for item in items}
         header = by_sk.get("state")
         outbox = {
@@ -177,18 +182,7 @@ class DynamoControl:
         cached = self._cache.get(integration_id)
         if cached and now - cached[0] < self.cache_seconds:
             return cached[1]
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": _pk(integration_id)}},
-        }
-        while True:
-            page = client("dynamodb").query(**kwargs)
-            items.extend(page["Items"])
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        items = _partition(self.table, integration_id, consistent=False)
         self._cache[integration_id] = (now, items)
         return items
 

@@ -1,0 +1,366 @@
+"""SeasonalEWMA: hand-computed steps, warm-up, what it flags and what it leaves alone, per-series state."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kpi_sentinel.detectors.ewma import SeasonalEWMA, StepResult
+
+NAN = float("nan")
+DAY = 24
+
+
+def _one(d: SeasonalEWMA, t: int, value: float) -> StepResult:
+    return d.step(t, np.array([value]))
+
+
+def _state(d: SeasonalEWMA) -> dict[str, npt.NDArray[np.generic]]:
+    return {
+        name: getattr(d, name).copy()
+        for name in ("baseline_", "mean_", "var_", "count_", "last_index_", "transform_")
+    }
+
+
+def _assert_same_state(a: dict[str, npt.NDArray[np.generic]], b: dict[str, npt.NDArray[np.generic]]) -> None:
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def _hourly_traffic(seed: int, days: int, level: float = 400.0) -> npt.NDArray[np.float64]:
+    """Poisson counts with a daily profile: night about 20% of the afternoon peak."""
+    t = np.arange(days * DAY)
+    profile = 0.2 + 0.8 * (1 + np.cos(2 * np.pi * (t % DAY - 15) / DAY)) / 2
+    return np.random.default_rng(seed).poisson(level * profile).astype(np.float64)
+
+
+def _documented() -> SeasonalEWMA:
+    """The class docstring's example: identity transform, season 2, level alpha 0.5, variance alpha 0.02."""
+    return SeasonalEWMA(
+        season_length=2,
+        alpha=0.5,
+        variance_alpha=0.02,
+        seasonal_smoothing=1.0,
+        transform="identity",
+        warmup=2,
+    ).resize(1)
+
+
+def _rates(updates_so_far: int) -> tuple[float, float]:
+    """(level rate, variance rate): running averages at first, then the EWMA rates."""
+    start = 1 / (updates_so_far + 1)
+    return max(0.5, start), max(0.02, start)
+
+
+# --- hand-computed values -----------------------------------------------------------------------------------
+
+
+def test_given_the_documented_example_then_expected_and_score_are_the_hand_computed_ones() -> None:
+    d = _documented()
+
+    results = [_one(d, t, y) for t, y in enumerate([10.0, 20.0, 12.0, 20.0, 16.0])]
+
+    # Season 1 seeds the baselines (nothing to compare with yet).
+    assert math.isnan(results[0].score[0])
+    assert math.isnan(results[1].score[0])
+    # t=2: baseline 10, mean 0 -> expected 10; variance still 0, so the sd floor (0.02) applies.
+    assert results[2].expected[0] == 10.0
+    assert results[2].score[0] == pytest.approx(2 / 0.02)
+    assert not results[2].ready[0]
+    # t=4: baseline 12 + mean 1 = 13, sd 1 -> score (16 - 13) / 1 = 3, warmed up after 2 updates.
+    assert (results[4].expected[0], results[4].score[0], bool(results[4].ready[0])) == (13.0, 3.0, True)
+    assert results[4].lower[0] == pytest.approx(13 - 3)
+    assert results[4].upper[0] == pytest.approx(13 + 3)
+    # Folding t=4 in (third update): deviation 3 is inside the 3-sd band, so it is learned in full.
+    level_rate, var_rate = _rates(2)
+    assert (level_rate, var_rate) == (0.5, 1 / 3)
+    assert d.mean_[0] == pytest.approx(1 + level_rate * 3)
+    assert d.var_[0] == pytest.approx((1 - var_rate) * (1 + var_rate * 3**2))
+    assert d.baseline_[0, 0] == pytest.approx(13 + 3)
+
+
+def test_given_a_warm_detector_when_a_spike_arrives_then_what_it_teaches_is_clipped_to_the_band() -> None:
+    d = _documented()
+    for t, y in enumerate([10.0, 20.0, 12.0, 20.0, 16.0]):
+        _one(d, t, y)
+    mean, var = 2.5, 8 / 3  # from the test above; the baseline of phase 1 is 20
+    sd = math.sqrt(var)
+
+    result = _one(d, 5, 100.0)
+
+    assert result.expected[0] == pytest.approx(20 + mean)
+    assert result.score[0] == pytest.approx((100 - 22.5) / sd)
+    assert (result.lower[0], result.upper[0]) == pytest.approx((22.5 - 3 * sd, 22.5 + 3 * sd))
+    # The state learns a deviation of 3 sd, not 77.5.
+    level_rate, var_rate = _rates(3)
+    assert d.mean_[0] == pytest.approx(mean + level_rate * 3 * sd)
+    assert d.var_[0] == pytest.approx((1 - var_rate) * (var + var_rate * (3 * sd) ** 2))
+    assert d.baseline_[1, 0] == pytest.approx(22.5 + 3 * sd)
+
+
+def test_given_counts_when_scored_then_the_model_works_in_square_roots_and_reports_in_counts() -> None:
+    d = SeasonalEWMA(season_length=1, alpha=0.5, seasonal_smoothing=1.0, warmup=1).resize(1)
+
+    _one(d, 0, 100.0)
+    result = _one(d, 1, 144.0)
+
+    assert d.transform_[0] == 0  # ssqrt
+    # sqrt space: expected 10, observed 12, sd at its floor 0.02 -> score 100.
+    assert result.score[0] == pytest.approx((12 - 10) / 0.02)
+    # Reported back in counts: 10², and an asymmetric band (10 ± 0.06)².
+    assert result.expected[0] == pytest.approx(100.0)
+    assert (result.lower[0], result.upper[0]) == pytest.approx((9.94**2, 10.06**2))
+
+
+def test_given_negative_values_when_scored_under_ssqrt_then_the_sign_survives_the_round_trip() -> None:
+    d = SeasonalEWMA(season_length=1, warmup=0).resize(1)  # NGR can be negative (chargebacks)
+
+    _one(d, 0, -9.0)
+    result = _one(d, 1, -9.0)
+
+    assert d.baseline_[0, 0] == pytest.approx(-3.0)
+    assert result.expected[0] == pytest.approx(-9.0)
+    assert result.score[0] == pytest.approx(0.0)
+
+
+def test_given_a_ratio_and_a_count_series_then_only_the_count_is_square_rooted() -> None:
+    d = SeasonalEWMA(season_length=1, warmup=0).resize(2, ["identity", "ssqrt"])
+
+    first = d.step(0, np.array([16.0, 16.0]))
+    result = d.step(1, np.array([16.0, 16.0]))
+
+    assert np.isnan(first.score).all()
+    np.testing.assert_allclose(d.baseline_[0], [16.0, 4.0])
+    np.testing.assert_allclose(result.expected, [16.0, 16.0])
+    assert list(d.transform_) == [1, 0]
+
+
+def test_given_bad_arguments_then_the_detector_refuses_them() -> None:
+    with pytest.raises(ValueError, match="season_length"):
+        SeasonalEWMA(season_length=0)
+    with pytest.raises(ValueError, match="alpha"):
+        SeasonalEWMA(season_length=7, alpha=0.0)
+    with pytest.raises(ValueError, match="transform"):
+        SeasonalEWMA(season_length=7, transform="log")
+    d = SeasonalEWMA(season_length=7).resize(2)
+    with pytest.raises(ValueError, match="only grows"):
+        d.resize(1)
+    with pytest.raises(ValueError, match="transforms"):
+        d.resize(4, ["ssqrt"])
+    with pytest.raises(ValueError, match="expected 2 values"):
+        d.step(0, np.array([1.0]))
+
+
+# --- warm-up ------------------------------------------------------------------------------------------------
+
+
+def test_given_a_new_series_then_it_is_not_ready_before_a_season_plus_the_warmup_updates() -> None:
+    d = SeasonalEWMA(season_length=DAY).resize(1)
+    assert d.warmup_updates == 7  # a seventh of a day is less than the minimum of 7
+    assert SeasonalEWMA(season_length=168).warmup_updates == 24
+
+    ready = [bool(_one(d, t, 100.0 + t % 3).ready[0]) for t in range(3 * DAY)]
+
+    first_ready = ready.index(True)
+    assert first_ready == DAY + 7  # one season to seed every phase, then 7 residual updates
+    assert all(ready[first_ready:])
+
+
+def test_given_a_phase_never_seen_then_it_is_not_ready_there_even_after_warmup() -> None:
+    d = SeasonalEWMA(season_length=4, warmup=0).resize(1)
+    for t in (0, 1, 2):  # phase 3 is missing in the first season
+        _one(d, t, 50.0)
+
+    seen = {t: _one(d, t, 50.0) for t in (4, 5, 6, 7, 8, 11)}
+
+    assert all(seen[t].ready[0] for t in (4, 5, 6))
+    assert not seen[7].ready[0]
+    assert math.isnan(seen[7].score[0])
+    assert seen[8].ready[0]
+    assert seen[11].ready[0]
+
+
+# --- what it flags ------------------------------------------------------------------------------------------
+
+
+def test_given_clean_seasonal_traffic_with_noise_then_alerts_stay_rare_after_warmup() -> None:
+    scores = []
+    for seed in range(8):
+        d = SeasonalEWMA(season_length=DAY).resize(1)
+        for t, y in enumerate(_hourly_traffic(seed, days=21)):
+            result = _one(d, t, y)
+            if result.ready[0]:
+                scores.append(result.score[0])
+    scores_ = np.abs(np.array(scores))
+
+    assert len(scores_) > 8 * 19 * DAY
+    # Pure Poisson noise: a few false exceedances per thousand points at most, none of them extreme.
+    assert np.mean(scores_ >= 3) < 0.02
+    assert scores_.max() < 8
+
+
+def test_given_a_crater_at_one_phase_then_it_scores_far_below_minus_three() -> None:
+    y = _hourly_traffic(seed=1, days=21)
+    crater = 20 * DAY + 15  # day 21, 15:00, the daily peak
+    y[crater] *= 0.2
+    d = SeasonalEWMA(season_length=DAY).resize(1)
+
+    results = [_one(d, t, v) for t, v in enumerate(y)]
+
+    assert results[crater].ready[0]
+    assert results[crater].score[0] <= -3
+    assert results[crater].expected[0] > 2.5 * y[crater]
+
+
+def test_given_one_huge_spike_then_a_crater_a_few_periods_later_is_still_flagged() -> None:
+    y = _hourly_traffic(seed=2, days=21)
+    spike, crater = 19 * DAY + 12, 19 * DAY + 16
+    y[spike] *= 20
+    y[crater] *= 0.2
+    d = SeasonalEWMA(season_length=DAY).resize(1)
+    for t in range(spike):
+        _one(d, t, y[t])
+    mean, sd = d.mean_[0], math.sqrt(max(d.var_[0], d.sd_floor**2))
+
+    at_spike = _one(d, spike, y[spike])
+    learned = d.mean_[0] - mean
+    later = [_one(d, t, y[t]) for t in range(spike + 1, len(y))]
+
+    assert at_spike.ready[0]
+    assert at_spike.score[0] >= 20
+    # What the spike taught the level was clipped to alpha × 3 sd, not alpha × 20+ sd ...
+    assert 0 < learned <= d.alpha * d.threshold * sd + 1e-9
+    # ... so the crater four hours later still stands out.
+    at_crater = later[crater - spike - 1]
+    assert at_crater.ready[0]
+    assert at_crater.score[0] <= -3
+
+
+# --- late, repeated and missing data ------------------------------------------------------------------------
+
+
+def test_given_a_repeated_or_late_period_then_the_state_is_untouched_and_nothing_is_said() -> None:
+    d = SeasonalEWMA(season_length=3, warmup=0).resize(1)
+    for t in range(10):
+        _one(d, t, 100.0 + t)
+    before = _state(d)
+
+    repeated = _one(d, 9, 5.0)
+    late = _one(d, 7, 5.0)
+
+    _assert_same_state(before, _state(d))
+    for result in (repeated, late):
+        assert math.isnan(result.score[0])
+        assert not result.ready[0]
+
+
+def test_given_nan_for_one_series_then_that_series_is_not_updated_and_the_others_are() -> None:
+    d = SeasonalEWMA(season_length=2, warmup=0).resize(2)
+    for t in range(6):
+        d.step(t, np.array([10.0 + t, 20.0 + t]))
+    before = _state(d)
+
+    result = d.step(6, np.array([NAN, 30.0]))
+
+    after = _state(d)
+    for name in ("mean_", "var_", "count_", "last_index_"):
+        assert after[name][0] == before[name][0], name
+        assert after[name][1] != before[name][1], name
+    np.testing.assert_array_equal(after["baseline_"][:, 0], before["baseline_"][:, 0])
+    assert math.isnan(result.score[0])
+    assert not result.ready[0]
+    assert result.ready[1]
+
+
+# --- per-series state ---------------------------------------------------------------------------------------
+
+
+def test_given_resize_and_select_then_each_series_keeps_its_own_state() -> None:
+    a, b = _hourly_traffic(3, days=3), _hourly_traffic(4, days=3, level=50.0)
+    both = SeasonalEWMA(season_length=DAY).resize(2)
+    alone = SeasonalEWMA(season_length=DAY).resize(1)
+    for t in range(2 * DAY):
+        both.step(t, np.array([a[t], b[t]]))
+        _one(alone, t, b[t])
+    before = _state(both)
+
+    both.resize(3)
+    grown = _state(both)
+    both.select(np.array([1]))  # keep only b
+
+    for name in ("mean_", "var_", "count_", "last_index_", "transform_"):
+        np.testing.assert_array_equal(grown[name][:2], before[name], err_msg=name)
+    np.testing.assert_array_equal(grown["baseline_"][:, :2], before["baseline_"])
+    assert np.isnan(grown["baseline_"][:, 2]).all()
+    assert grown["count_"][2] == 0
+    assert grown["last_index_"][2] == -1
+    _assert_same_state(_state(alone), _state(both))
+    for t in range(2 * DAY, 3 * DAY):  # and it goes on exactly as if b had always been alone
+        r_both, r_alone = both.step(t, np.array([b[t]])), _one(alone, t, b[t])
+        np.testing.assert_array_equal(r_both.score, r_alone.score)
+        np.testing.assert_array_equal(r_both.expected, r_alone.expected)
+
+
+# --- properties ---------------------------------------------------------------------------------------------
+
+_VALUE = st.floats(min_value=0.0, max_value=1e9, allow_nan=False, allow_infinity=False)
+_MAYBE = st.one_of(_VALUE, _VALUE, _VALUE, st.just(NAN))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    values=st.lists(_VALUE, min_size=1, max_size=60),
+    season=st.integers(1, 6),
+    alpha=st.floats(0.01, 1.0),
+    smoothing=st.floats(0.05, 1.0),
+    transform=st.sampled_from(["ssqrt", "identity"]),
+)
+def test_property_the_state_stays_finite_for_any_finite_non_negative_series(
+    values: list[float], season: int, alpha: float, smoothing: float, transform: str
+) -> None:
+    d = SeasonalEWMA(season_length=season, alpha=alpha, seasonal_smoothing=smoothing, transform=transform)
+    d.resize(1)
+
+    for t, value in enumerate(values):
+        result = _one(d, t, value)
+
+        assert np.isfinite(d.mean_).all()
+        assert np.isfinite(d.var_).all()
+        assert (d.var_ >= 0).all()
+        seen = ~np.isnan(d.baseline_)
+        assert np.isfinite(d.baseline_[seen]).all()
+        assert seen[: min(t + 1, season)].all()  # a phase once seen stays seeded
+        if t >= season:  # every phase seeded: there is a score and an expectation
+            assert np.isfinite(result.score[0])
+            assert np.isfinite(result.expected[0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.lists(st.tuples(_MAYBE, _MAYBE, _MAYBE), min_size=1, max_size=50),
+    season=st.integers(1, 5),
+    position=st.integers(0, 2),
+    transforms=st.lists(st.sampled_from(["ssqrt", "identity"]), min_size=3, max_size=3),
+)
+def test_property_a_series_result_does_not_depend_on_the_other_series_in_the_detector(
+    data: list[tuple[float, float, float]], season: int, position: int, transforms: list[str]
+) -> None:
+    alone = SeasonalEWMA(season_length=season, warmup=2).resize(1, [transforms[position]])
+    shared = SeasonalEWMA(season_length=season, warmup=2).resize(3, transforms)
+
+    for t, row in enumerate(data):
+        mine = row[position]
+        r_alone = alone.step(t, np.array([mine]))
+        r_shared = shared.step(t, np.array(row))
+
+        for field in ("expected", "lower", "upper", "score", "ready"):
+            np.testing.assert_array_equal(
+                getattr(r_alone, field)[0], getattr(r_shared, field)[position], err_msg=field
+            )
+    for name, value in _state(alone).items():
+        mine_shared = getattr(shared, name)[..., position]
+        np.testing.assert_array_equal(value[..., 0], mine_shared, err_msg=name)
