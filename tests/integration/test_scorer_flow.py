@@ -274,3 +274,37 @@ def test_unreadable_files_and_bad_keys_are_quarantined_not_retried(
     assert len(invalid) == 1
     assert "bad id!" not in invalid[0]
     assert stack.client("sqs").receive_message(QueueUrl=stack.queue_url("IngestDLQ")).get("Messages") is None
+
+
+def test_a_calendar_event_in_the_control_table_suppresses_its_alerts(
+    stack: LocalStack, outcomes: list[SyncOutcome]
+) -> None:
+    # Given the acme crater registered as planned maintenance in the global calendar
+    crater = next(i for i in demo_dataset(days=30).incidents if i.kind == "source_crater")
+    DynamoControl(stack.physical["ControlTable"]).put_event(
+        {"event_id": "maint-1", "integration_id": "*", "kind": "maintenance", "name": "planned outage",
+         "start": crater.start.timestamp(), "end": (crater.end + timedelta(hours=1)).timestamp()}
+    )  # fmt: skip
+    try:
+        read_queue(stack, "KpiReportQueue")
+        # When 30 days with the crater are scored
+        upload(stack, acme_files(30, "calendar-ads"))
+        published = read_queue(stack, "KpiReportQueue")
+    finally:
+        stack.client("dynamodb").delete_item(
+            TableName=stack.physical["ControlTable"],
+            Key={"pk": {"S": "integration#*"}, "sk": {"S": "calendar#maint-1"}},
+        )
+    # Then nothing inside the event was published, the suppressions were counted ...
+    mine = [a for a in published if a["integration_id"] == "calendar-ads"]
+    assert mine, "the rest of the month still alerts"
+    assert not [a for a in mine if crater.start.isoformat() <= a["period_start"] <= crater.end.isoformat()]
+    assert sum(o.alerts_suppressed for o in outcomes if o.integration_id == "calendar-ads") >= 1
+    # ... and the history marks those periods as calendar
+    s3, data = stack.client("s3"), stack.physical["DataBucket"]
+    prefix = f"history/integration=calendar-ads/date={crater.start.date().isoformat()}/"
+    frames = [
+        pd.read_csv(io.BytesIO(s3.get_object(Bucket=data, Key=o["Key"])["Body"].read()), compression="gzip")
+        for o in s3.list_objects_v2(Bucket=data, Prefix=prefix)["Contents"]
+    ]
+    assert (pd.concat(frames)["status"] == "calendar").any()

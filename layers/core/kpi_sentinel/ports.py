@@ -49,6 +49,10 @@ class ControlStore(Protocol):
 
     def active_snoozes(self, integration_id: str, now: datetime) -> list[Mapping[str, Any]]: ...
 
+    def known_events(self, integration_id: str) -> list[Mapping[str, Any]]:
+        """Calendar entries of the integration and global ones (see :mod:`kpi_sentinel.calendar`)."""
+        ...
+
 
 class AlertPublisher(Protocol):
     def publish(self, alerts: Sequence[Mapping[str, Any]]) -> None: ...

@@ -21,7 +21,7 @@ import math
 import struct
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kpi_sentinel.config import MAX_SLICES_PER_DIMENSION, OTHER_SLICE, IntegrationConfig, RateSpec, RatioSpec
+from kpi_sentinel.detectors import Detector
 from kpi_sentinel.detectors.ewma import FloatArray, SeasonalEWMA
 from kpi_sentinel.parsing import ValidRow
 
@@ -160,21 +161,37 @@ class ScoreResult:
     scored_rows: int
 
 
-class IntegrationState:
-    """An integration's detector state: its config as used, series index and the detector arrays."""
+DetectorFactory = Callable[[IntegrationConfig], Detector]
 
-    def __init__(self, config: IntegrationConfig, granularity: int) -> None:
+
+def seasonal_ewma(config: IntegrationConfig) -> SeasonalEWMA:
+    """The production detector, configured from the integration's config."""
+    return SeasonalEWMA(
+        season_length=config.season, alpha=config.alpha, threshold=config.threshold, warmup=config.warmup
+    )
+
+
+class IntegrationState:
+    """An integration's detector state: its config as used, series index and the detector arrays.
+
+    ``detector_factory`` builds the detector (the seasonal EWMA unless told otherwise: the quality
+    benchmark runs baselines through the same code); only the EWMA's state can be serialised.
+    """
+
+    def __init__(
+        self, config: IntegrationConfig, granularity: int, detector_factory: DetectorFactory = seasonal_ewma
+    ) -> None:
         self.config = config
         self.granularity = granularity
         self.series: list[Series] = []
         self.index: dict[Series, int] = {}
         self.last_period = -1
         self.processed: list[str] = []
-        self.detector = self._new_detector()
+        self.detector_factory = detector_factory
+        self.detector: Detector = self._new_detector()
 
-    def _new_detector(self) -> SeasonalEWMA:
-        c = self.config
-        return SeasonalEWMA(season_length=c.season, alpha=c.alpha, threshold=c.threshold, warmup=c.warmup)
+    def _new_detector(self) -> Detector:
+        return self.detector_factory(self.config)
 
     def reconfigure(self, config: IntegrationConfig) -> bool:
         """Adopt a changed config; a new season length restarts the baselines. True if it did."""
@@ -209,7 +226,8 @@ class IntegrationState:
         transforms = ["identity" if self.is_ratio(s[0]) else "ssqrt" for s in new]
         self.detector.resize(len(self.series), transforms)
 
-    def score(self, agg: Aggregate) -> ScoreResult:
+    def score(self, agg: Aggregate, calendar: Collection[int] = ()) -> ScoreResult:
+        """Score the aggregate's periods in time order; ``calendar`` periods are scored, not learned."""
         points: list[ScoredPoint] = []
         late: dict[int, list[int]] = {}
         late_values: dict[int, dict[Series, float]] = {}
@@ -229,7 +247,8 @@ class IntegrationState:
                     volumes[position] = bucket.volumes.get(s, abs(bucket.values[s]))
                 elif s[1] and s[0] in agg.zero_fill_metrics:
                     values[position] = 0.0  # a tracked slice with no rows in a covered period is zero
-            result = self.detector.step(period, values, self._ratio_noise(values, volumes))
+            learn = np.zeros(len(self.series), dtype=np.bool_) if period in calendar else None
+            result = self.detector.step(period, values, self._ratio_noise(values, volumes), learn)
             present = np.flatnonzero(~np.isnan(values))
             columns = zip(
                 present.tolist(), values[present].tolist(), result.expected[present].tolist(),
@@ -271,6 +290,8 @@ class IntegrationState:
 
     def to_bytes(self) -> bytes:
         d = self.detector
+        if not isinstance(d, SeasonalEWMA):
+            raise TypeError(f"only the seasonal EWMA's state is stored, not {type(d).__name__}'s")
         arrays: list[npt.NDArray[Any]] = [
             d.baseline_.astype(np.float32),
             d.mean_.astype(np.float64),
@@ -311,6 +332,7 @@ class IntegrationState:
             loaded.append(np.frombuffer(payload[offset : offset + size], dtype=dtype).reshape(shape))
             offset += size
         d = state.detector
+        assert isinstance(d, SeasonalEWMA)
         d.baseline_ = loaded[0].astype(np.float64)
         d.mean_, d.var_ = loaded[1].copy(), loaded[2].copy()
         d.count_ = loaded[3].astype(np.int64)

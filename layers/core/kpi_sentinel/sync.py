@@ -21,9 +21,11 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from kpi_sentinel.alerts import build_alerts, series_key, snooze_matches
+from kpi_sentinel.calendar import KnownEventSpan, calendar_periods, parse_events
 from kpi_sentinel.config import ConfigError, IntegrationConfig, infer_config
 from kpi_sentinel.parsing import (
     KeyContractError,
@@ -37,7 +39,14 @@ from kpi_sentinel.parsing import (
     validate_rows,
 )
 from kpi_sentinel.ports import ScorerPorts, StateConflict
-from kpi_sentinel.scoring import IntegrationState, ScoreResult, aggregate, period_start
+from kpi_sentinel.scoring import (
+    DetectorFactory,
+    IntegrationState,
+    ScoreResult,
+    aggregate,
+    period_start,
+    seasonal_ewma,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,31 +121,24 @@ def _process(ref: SyncRef, ports: ScorerPorts, settings: ScorerSettings) -> Sync
 
     explicit = ports.control.integration_config(sync.integration_id)
     snoozes = ports.control.active_snoozes(sync.integration_id, ports.clock())
+    try:
+        events = parse_events(ports.control.known_events(sync.integration_id))
+    except ValueError as exc:  # a broken calendar entry must not stop scoring; it is reported
+        log.error("calendar unusable, scoring without it", extra={"reason": str(exc)})
+        events = []
     for attempt in range(1, settings.max_commit_attempts + 1):
         stored = ports.state.load(sync.integration_id)
         state = IntegrationState.from_bytes(stored.blob) if stored.blob else None
         if state and ref.sync_id in state.processed:
             return _duplicate(ref, sync, ports, stored.outbox.get(ref.sync_id, []))
         try:
-            config = _config(sync.integration_id, explicit, state, table)
-            valid, rejected = validate_rows(table, config, ref.key)
+            scored = score_table(table, ref.key, sync.integration_id, state, explicit, snoozes, events)
         except UnreadableSync as exc:
             return _quarantine(ref, sync, ports, settings, exc)
         except ConfigError as exc:
             return _quarantine(ref, sync, ports, settings, UnreadableSync(str(exc)))
-        if state is None:
-            granularity = config.granularity_seconds or (
-                3600 if config.shape == "events" else infer_granularity([r.timestamp for r in valid])
-            )
-            state = IntegrationState(replace(config, granularity_seconds=granularity), granularity)
-        elif config != state.config:
-            state.reconfigure(replace(config, granularity_seconds=state.granularity))
-
-        scored_until = state.last_period
-        result = state.score(aggregate(valid, state.config, state.granularity, state.known_values()))
-        rejected = rejected + _late_rejections(result, state, scored_until)
-        alerts = build_alerts(state.config, state.granularity, result.points, ref.key)
-        publishable, suppressed = _apply_snoozes(alerts, snoozes)
+        state, result, rejected, known = scored.state, scored.result, scored.rejected, scored.known
+        alerts, publishable, suppressed = scored.alerts, scored.publishable, scored.suppressed
         state.remember(ref.sync_id)
         outcome = SyncOutcome(
             key=ref.key,
@@ -153,11 +155,11 @@ def _process(ref: SyncRef, ports: ScorerPorts, settings: ScorerSettings) -> Sync
         )
         if outcome.rows_in != outcome.rows_scored + outcome.rows_rejected:
             raise AssertionError(f"{ref.key}: rows do not reconcile: {outcome}")
-        _write_history(ref, sync, ports, settings, state, result, alerts)
+        _write_history(ref, sync, ports, settings, state, result, alerts, known)
         if rejected:
             outcome.report_key = _write_rejections(ref, sync, ports, settings, table, rejected, outcome)
-        for alert in suppressed:
-            log.info("alert suppressed by snooze", extra={"alert_id": alert["alert_id"]})
+        for alert, why in suppressed:
+            log.info("alert suppressed", extra={"alert_id": alert["alert_id"], "by": why})
         try:
             ports.state.commit(
                 sync.integration_id, stored.version, state.to_bytes(), ref.sync_id, publishable
@@ -177,6 +179,55 @@ def _process(ref: SyncRef, ports: ScorerPorts, settings: ScorerSettings) -> Sync
         f"{ref.key}: state of {sync.integration_id} kept changing; gave up after "
         f"{settings.max_commit_attempts} attempts (the message will be retried)"
     )
+
+
+@dataclass
+class Scored:
+    """What scoring one readable table against an integration's state produced."""
+
+    state: IntegrationState
+    result: ScoreResult
+    rejected: list[Rejection]
+    known: dict[int, KnownEventSpan]
+    alerts: list[dict[str, Any]]  # every alert built, suppressed ones included
+    publishable: list[dict[str, Any]]
+    suppressed: list[tuple[dict[str, Any], str]]  # (alert, what suppressed it)
+
+
+def score_table(
+    table: RawTable,
+    key: str,
+    integration_id: str,
+    state: IntegrationState | None,
+    explicit: Mapping[str, Any] | None,
+    snoozes: Sequence[Mapping[str, Any]],
+    events: Sequence[KnownEventSpan],
+    detector_factory: DetectorFactory = seasonal_ewma,
+) -> Scored:
+    """The scorer's pure core: validate, aggregate, score (calendar periods not learned), alert.
+
+    ``state`` is updated in place (a new one is created for the first sync). Raises
+    :class:`UnreadableSync` or :class:`ConfigError` for a file that cannot be scored at all.
+    """
+    config = _config(integration_id, explicit, state, table)
+    valid, rejected = validate_rows(table, config, key)
+    if state is None:
+        granularity = config.granularity_seconds or (
+            3600 if config.shape == "events" else infer_granularity([r.timestamp for r in valid])
+        )
+        state = IntegrationState(
+            replace(config, granularity_seconds=granularity), granularity, detector_factory
+        )
+    elif config != state.config:
+        state.reconfigure(replace(config, granularity_seconds=state.granularity))
+    scored_until = state.last_period
+    agg = aggregate(valid, state.config, state.granularity, state.known_values())
+    known = calendar_periods(agg.periods, state.granularity, events)
+    result = state.score(agg, known)
+    rejected = rejected + _late_rejections(result, state, scored_until)
+    alerts = build_alerts(state.config, state.granularity, result.points, key)
+    publishable, suppressed = _apply_snoozes(alerts, snoozes, known, state.granularity)
+    return Scored(state, result, rejected, known, alerts, publishable, suppressed)
 
 
 def _too_large(size: int, settings: ScorerSettings) -> str:
@@ -233,12 +284,24 @@ def _late_rejections(result: ScoreResult, state: IntegrationState, scored_until:
 
 
 def _apply_snoozes(
-    alerts: list[dict[str, Any]], snoozes: Sequence[Mapping[str, Any]]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    alerts: list[dict[str, Any]],
+    snoozes: Sequence[Mapping[str, Any]],
+    known: Mapping[int, KnownEventSpan],
+    granularity: int,
+) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
+    """Split alerts into publishable and suppressed (with what suppressed them: snooze or calendar)."""
     publishable: list[dict[str, Any]] = []
-    suppressed: list[dict[str, Any]] = []
+    suppressed: list[tuple[dict[str, Any], str]] = []
     for alert in alerts:
-        (suppressed if any(snooze_matches(s, alert) for s in snoozes) else publishable).append(alert)
+        period = int(datetime.fromisoformat(alert["period_start"]).timestamp()) // granularity
+        event = known.get(period)
+        snooze = next((s for s in snoozes if snooze_matches(s, alert)), None)
+        if event is not None:
+            suppressed.append((alert, f"calendar {event.kind} {event.name!r}"))
+        elif snooze is not None:
+            suppressed.append((alert, f"snooze {snooze.get('snooze_id', '')}".strip()))
+        else:
+            publishable.append(alert)
     return publishable, suppressed
 
 
@@ -254,8 +317,12 @@ def _write_history(
     state: IntegrationState,
     result: ScoreResult,
     alerts: list[dict[str, Any]],
+    known: Mapping[int, KnownEventSpan],
 ) -> None:
-    """One gzip CSV per date touched, keyed by the sync: a retry rewrites the same objects."""
+    """One gzip CSV per date touched, keyed by the sync: a retry rewrites the same objects.
+
+    Status: ``scored``, ``warmup``, ``calendar`` (a known event: scored, not learned) or ``late``.
+    """
     severity = {(series_key(a), a["period_start"]): a["severity"] for a in alerts}
     by_date: dict[str, list[list[Any]]] = defaultdict(list)
     starts: dict[int, str] = {}
@@ -268,7 +335,7 @@ def _write_history(
         by_date[start[:10]].append(
             [
                 start, iid, metric, dimension, value, _num(point.observed), _num(point.expected),
-                _num(point.lower), _num(point.upper), _num(point.score), "scored" if point.ready else "warmup",
+                _num(point.lower), _num(point.upper), _num(point.score), _status(point.ready, point.period in known),
                 severity.get((point.series, start), ""), key,
             ]
         )  # fmt: skip
@@ -287,6 +354,10 @@ def _write_history(
         key = f"history/integration={sync.integration_id}/date={date}/{name}.csv.gz"
         body = gzip.compress(text.getvalue().encode(), compresslevel=1, mtime=0)
         ports.objects.put(settings.data_bucket, key, body, "application/gzip")
+
+
+def _status(ready: bool, calendar: bool) -> str:
+    return "calendar" if calendar else "scored" if ready else "warmup"
 
 
 def _num(value: float) -> str:

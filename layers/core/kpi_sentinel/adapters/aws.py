@@ -165,8 +165,11 @@ class DynamoState:
         )
 
 
+GLOBAL_CALENDAR = "*"  # not a valid integration id: the global calendar cannot collide with one
+
+
 class DynamoControl:
-    """Operator-owned settings: ``config`` and ``snooze#<id>`` items under ``integration#<id>``.
+    """Operator-owned settings: ``config``, ``snooze#<id>`` and ``calendar#<id>`` items under ``integration#<id>``.
 
     Both come from one Query of the integration's partition, cached for ``cache_seconds`` in a warm
     container (a new snooze or config takes effect within that time).
@@ -211,6 +214,38 @@ class DynamoControl:
                 }
             )
         return snoozes
+
+    def known_events(self, integration_id: str) -> list[Mapping[str, Any]]:
+        """``calendar#<id>`` items of the integration and of the global partition ``integration#*``."""
+        events: list[Mapping[str, Any]] = []
+        for owner in (integration_id, GLOBAL_CALENDAR):
+            for item in self._items(owner):
+                if item["sk"]["S"].startswith("calendar#"):
+                    events.append(
+                        {
+                            "event_id": item["sk"]["S"].removeprefix("calendar#"),
+                            "integration_id": owner,
+                            "kind": item.get("kind", {}).get("S", "event"),
+                            "name": item.get("name", {}).get("S", ""),
+                            "start": float(item["start"]["N"]),
+                            "end": float(item["end"]["N"]),
+                        }
+                    )
+        return events
+
+    def put_event(self, event: Mapping[str, Any]) -> None:
+        """Used by the demo and tests until the operator API exists (``integration_id`` ``*``: global)."""
+        owner = event.get("integration_id") or GLOBAL_CALENDAR
+        item: dict[str, Any] = {
+            "pk": {"S": _pk(owner)},
+            "sk": {"S": f"calendar#{event['event_id']}"},
+            "kind": {"S": event.get("kind", "event")},
+            "name": {"S": event.get("name", "")},
+            "start": {"N": str(float(event["start"]))},
+            "end": {"N": str(float(event["end"]))},
+        }
+        client("dynamodb").put_item(TableName=self.table, Item=item)
+        self._cache.pop(owner, None)
 
     def put_config(self, integration_id: str, config: Mapping[str, Any]) -> None:
         """Used by tests and the demo until the operator API exists."""

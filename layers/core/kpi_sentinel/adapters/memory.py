@@ -68,6 +68,7 @@ class MemoryControl:
     def __init__(self) -> None:
         self.configs: dict[str, Mapping[str, Any]] = {}
         self.snoozes: list[Mapping[str, Any]] = []
+        self.calendar: list[Mapping[str, Any]] = []
 
     def integration_config(self, integration_id: str) -> Mapping[str, Any] | None:
         return self.configs.get(integration_id)
@@ -77,6 +78,9 @@ class MemoryControl:
         return [
             s for s in self.snoozes if s["integration_id"] == integration_id and float(s["until"]) > stamp
         ]
+
+    def known_events(self, integration_id: str) -> list[Mapping[str, Any]]:
+        return [e for e in self.calendar if e.get("integration_id") in (integration_id, None, "*")]
 
 
 class MemoryPublisher:

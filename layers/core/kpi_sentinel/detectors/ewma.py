@@ -154,17 +154,27 @@ class SeasonalEWMA:
         self.transform_ = self.transform_[keep]
         return self
 
-    def step(self, period_index: int, values: FloatArray, floor_sd: FloatArray | None = None) -> StepResult:
+    def step(
+        self,
+        period_index: int,
+        values: FloatArray,
+        floor_sd: FloatArray | None = None,
+        learn: BoolArray | None = None,
+    ) -> StepResult:
         """Score period ``period_index`` (NaN = no observation for that series) and fold it in.
 
         ``floor_sd`` (transformed units, per series) bounds the standard deviation from below for this
         period, e.g. the binomial sampling noise of a ratio measured on few events.
+        ``learn`` (per series, default all True): where False the observation is scored but not folded
+        into the state, e.g. a holiday or a planned campaign from the calendar.
         Series whose last folded period is at or after ``period_index`` are left untouched (late or
         repeated data never moves a baseline twice); their result is NaN and not ready.
         """
         n = self.n_series
         if values.shape != (n,):
             raise ValueError(f"expected {n} values, got shape {values.shape}")
+        if learn is not None and learn.shape != (n,):
+            raise ValueError(f"expected {n} learn flags, got shape {learn.shape}")
         phase = period_index % self.season_length
         identity = self.transform_ == 1
         observed = (values == values) & (self.last_index_ < period_index)  # NaN != NaN
@@ -182,8 +192,11 @@ class SeasonalEWMA:
         score = np.where(seeded, deviation / sd, np.nan)
         ready = seeded & (self.count_ >= self.warmup_updates)
 
-        # Once warmed up, clip what an outlier may teach the state (robustness); before, learn freely.
         band = self.threshold * sd
+        if learn is not None:  # scored above; from here on only what may be learned
+            observed = observed & learn
+            seeded = seeded & learn
+        # Once warmed up, clip what an outlier may teach the state (robustness); before, learn freely.
         taught = np.where(ready, np.clip(deviation, -band, band), deviation)
         start = 1.0 / (self.count_ + 1.0)  # the first updates are plain running averages
         rate = np.where(seeded, np.maximum(self.alpha, start), 0.0)
