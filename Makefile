@@ -14,12 +14,13 @@ TOOLS := .venv-tools
 SAM_PATH := $(dir $(PYTHON312)):$(PATH)
 OUT ?= out/demo
 
-.PHONY: help demo test lint typecheck unit integration template-check build package-check bench lock clean
+.PHONY: help demo test lint typecheck unit integration template-check build package-check bench bench-quality lock clean
 
 help:
 	@echo "make demo   run the whole pipeline on a local moto stack with synthetic data and write a report"
 	@echo "make test   lint, type-check, template checks, package size check and the test suite"
 	@echo "make bench  cold import, warm sync processing and detector throughput benchmarks"
+	@echo "make bench-quality  detection quality on a labelled synthetic suite, against naive baselines"
 
 $(VENV)/.installed: requirements/dev.lock pyproject.toml
 	@test -n "$(PYTHON312)" || { echo "python3.12 not found (pyenv install 3.12 or put python3.12 on PATH)"; exit 1; }
@@ -63,6 +64,9 @@ package-check: build $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	PYTHONPATH=. $(PY) bench/bench_scorer.py
+
+bench-quality: $(VENV)/.installed
+	$(PY) bench/bench_quality.py $(BENCH_ARGS)
 
 lock:
 	@test -n "$(PYTHON312)" || { echo "python3.12 not found"; exit 1; }

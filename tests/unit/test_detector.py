@@ -22,7 +22,18 @@ def _one(d: SeasonalEWMA, t: int, value: float) -> StepResult:
 def _state(d: SeasonalEWMA) -> dict[str, npt.NDArray[np.generic]]:
     return {
         name: getattr(d, name).copy()
-        for name in ("baseline_", "mean_", "var_", "count_", "last_index_", "transform_")
+        for name in (
+            "baseline_",
+            "mean_",
+            "var_",
+            "count_",
+            "last_index_",
+            "transform_",
+            "run_",
+            "slow_",
+            "chart_",
+            "cvar_",
+        )
     }
 
 
@@ -364,3 +375,56 @@ def test_property_a_series_result_does_not_depend_on_the_other_series_in_the_det
     for name, value in _state(alone).items():
         mine_shared = getattr(shared, name)[..., position]
         np.testing.assert_array_equal(value[..., 0], mine_shared, err_msg=name)
+
+
+# --- level shifts, drifts and the slow chart -----------------------------------------------------------------
+
+
+def _run(d: SeasonalEWMA, values: npt.NDArray[np.float64], start: int = 0) -> list[StepResult]:
+    return [_one(d, start + t, float(v)) for t, v in enumerate(values)]
+
+
+def test_given_a_level_shift_then_it_is_the_new_normal_after_the_adaptation_periods() -> None:
+    d = SeasonalEWMA(season_length=DAY).resize(1)
+    before = _hourly_traffic(1, 14)
+    after = _hourly_traffic(2, 14) * 1.6  # a permanent +60% from day 15
+    _run(d, before)
+    results = _run(d, after, start=len(before))
+    scores = np.array([r.score[0] for r in results])
+
+    assert np.any(scores[:3] > 3)  # the onset is flagged ...
+    assert np.sum(np.abs(scores[2 * DAY :]) > 3) <= 2  # ... and from the second day on it is normal again
+    sustained = np.array([r.sustained[0] for r in results if r.sustained is not None])
+    assert np.sum(np.abs(sustained[2 * DAY :]) > 3) <= 2
+
+
+def test_given_a_level_shift_then_a_season_later_the_expectation_does_not_overshoot() -> None:
+    d = SeasonalEWMA(season_length=DAY).resize(1)
+    _run(d, _hourly_traffic(3, 14))
+    shifted = _hourly_traffic(4, 6) * 0.5  # -50% for good
+    results = _run(d, shifted, start=14 * DAY)
+    second_day = np.array([r.score[0] for r in results[DAY : 3 * DAY]])
+
+    # The baselines absorb the new level once; the level correction is not counted a second time.
+    assert np.sum(second_day > 3) == 0
+
+
+def test_given_a_slow_drift_then_the_slow_chart_flags_it_while_single_periods_look_normal() -> None:
+    d = SeasonalEWMA(season_length=DAY).resize(1)
+    _run(d, _hourly_traffic(5, 21, level=2000.0))
+    hours = 4 * DAY
+    decline = np.linspace(1.0, 0.6, hours)  # to -40% over four days
+    results = _run(d, _hourly_traffic(6, 4, level=2000.0) * decline, start=21 * DAY)
+    scores = np.array([r.score[0] for r in results])
+    sustained = np.array([r.sustained[0] for r in results if r.sustained is not None])
+
+    assert np.sum(scores < -3) < 5  # the fast level follows the drift
+    assert np.any(sustained[: 3 * DAY] < -3)  # the slow chart does not
+
+
+def test_given_clean_traffic_then_the_slow_chart_stays_quiet() -> None:
+    d = SeasonalEWMA(season_length=DAY).resize(1)
+    results = _run(d, _hourly_traffic(7, 35))
+    sustained = np.array([r.sustained[0] for r in results[14 * DAY :] if r.sustained is not None])
+
+    assert np.mean(np.abs(sustained) > 3) < 0.01

@@ -53,7 +53,10 @@ def _point(
     ready: bool = True,
     volume: float | None = None,
     period: int = P0,
+    streak: int | None = None,
+    sustained: float = math.nan,
 ) -> ScoredPoint:
+    """A scored point; by default its deviation is already confirmed (the second period out in a row)."""
     spread = abs(observed - expected) / max(abs(score), 1e-9)
     return ScoredPoint(
         period=period,
@@ -65,6 +68,8 @@ def _point(
         score=score,
         ready=ready,
         volume=abs(observed) if volume is None else volume,
+        streak=int(math.copysign(2, score)) if streak is None else streak,
+        sustained=sustained,
     )
 
 
@@ -315,6 +320,33 @@ def test_given_floors_when_a_change_is_small_or_the_segment_tiny_then_it_does_no
     spec: MetricSpec | RatioSpec, point: ScoredPoint, alerts: bool
 ) -> None:
     assert (classify(point, spec, threshold=3.0) is not None) is alerts
+
+
+@pytest.mark.parametrize(
+    ("point", "confirm", "alerts"),
+    [
+        (_point(NGR, 60, 100, -4, streak=-1), 1, True),  # daily data: one period is enough
+        (_point(NGR, 60, 100, -4, streak=-1), 2, False),  # sub-daily: one period out is not yet a break
+        (_point(NGR, 60, 100, -4, streak=-2), 2, True),  # the second in a row is
+        (_point(NGR, 10, 100, -6.5, streak=-1), 2, True),  # past twice the threshold: at once
+        (_point(NGR, 80, 100, -1.5, streak=0, sustained=-3.4), 2, True),  # a sustained break
+        (
+            _point(NGR, 80, 100, -0.5, streak=0, sustained=-3.4),
+            2,
+            False,
+        ),  # ... on a period that is itself out
+        (_point(NGR, 120, 100, 1.5, streak=0, sustained=-3.4), 2, False),  # ... in the chart's direction
+        (_point(NGR, 80, 100, -1.5, streak=0, sustained=-2.9), 2, False),
+    ],
+)
+def test_given_confirmation_and_the_slow_chart_then_a_point_alerts_only_when_the_break_is_established(
+    point: ScoredPoint, confirm: int, alerts: bool
+) -> None:
+    verdict = classify(point, MetricSpec("ngr", "down"), threshold=3.0, confirm=confirm)
+
+    assert (verdict is not None) is alerts
+    if verdict:
+        assert verdict[1] == "down"
 
 
 # --- grouping, contributors, summary --------------------------------------------------------------------------

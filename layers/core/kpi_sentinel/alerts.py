@@ -24,6 +24,8 @@ from kpi_sentinel.scoring import ScoredPoint, Series, period_start
 
 SCHEMA_VERSION = "1"
 CRITICAL_CHANGE = 0.30
+INSTANT_FACTOR = 2.0  # a point this many thresholds out needs no confirmation
+SUSTAINED_MIN_SCORE = 1.0  # a sustained break alerts on periods that are themselves this far out
 TOP_CONTRIBUTORS = 5
 _DISPLAY = {"ngr": "NGR", "ggr": "GGR", "ftds": "FTDs", "ftd": "FTD", "ctr": "CTR"}
 
@@ -70,10 +72,21 @@ def percent_change(observed: float, expected: float) -> float | None:
 
 
 def classify(
-    point: ScoredPoint, spec: MetricSpec | RatioSpec | RateSpec, threshold: float
+    point: ScoredPoint, spec: MetricSpec | RatioSpec | RateSpec, threshold: float, confirm: int = 1
 ) -> tuple[str, str] | None:
-    """``(severity, direction)`` when the point is an alert, else None (warm-up, floors, threshold)."""
-    if not point.ready or math.isnan(point.score) or abs(point.score) < threshold:
+    """``(severity, direction)`` when the point is an alert, else None (warm-up, floors, threshold).
+
+    Past the threshold a point alerts once it is the ``confirm``-th consecutive period there on the
+    same side, or at once when it is past ``INSTANT_FACTOR`` times the threshold.
+    """
+    if not point.ready or math.isnan(point.score):
+        return None
+    z, slow = point.score, point.sustained
+    single = abs(z) >= threshold and (abs(point.streak) >= confirm or abs(z) >= INSTANT_FACTOR * threshold)
+    sustained = (
+        not math.isnan(slow) and abs(slow) >= threshold and slow * z > 0 and abs(z) >= SUSTAINED_MIN_SCORE
+    )
+    if not (single or sustained):
         return None
     delta = point.observed - point.expected
     if abs(delta) < spec.min_abs_change:
@@ -164,12 +177,12 @@ def build_alerts(
             continue
         total = next((p for p in group if not p.series[1]), None)
         slices = [p for p in group if p.series[1]]
-        total_verdict = classify(total, spec, config.threshold) if total else None
+        total_verdict = classify(total, spec, config.threshold, config.confirm) if total else None
         if total and total_verdict:
             found = contributors(total, slices, _is_ratio(spec))
             alerts.append(_alert(config, granularity, total, spec, total_verdict, found, label, sync_key))
         for point in slices:
-            verdict = classify(point, spec, config.threshold)
+            verdict = classify(point, spec, config.threshold, config.confirm)
             # A slice that moved with an alerting total is one of its contributors; a slice that moved
             # the other way is not explained by it (a crater under a rising total) and alerts on its own.
             if verdict and not (total_verdict and verdict[1] == total_verdict[1]):
@@ -212,6 +225,7 @@ def _alert(
             "percent": None if change is None else round(change, 2),
         },
         "score": round(point.score, 4),
+        "sustained_score": None if math.isnan(point.sustained) else round(point.sustained, 4),
         "threshold": config.threshold,
         "direction": direction,
         "bad_direction": spec.bad_direction,

@@ -20,6 +20,10 @@ GRANULARITIES = {"5min": 300, "hour": 3600, "day": 86400}
 # A week for every granularity: business KPIs repeat weekly (weekday/weekend × hour of day).
 # 5-minute data uses one day (288 periods): a week would be 2,016 slots per series.
 DEFAULT_SEASON = {300: 288, 3600: 168, 86400: 7}
+# Consecutive periods beyond the threshold before a point alerts (unless it is past twice the
+# threshold): sub-daily series are tested many times a week, and a real break lasts more than one
+# period; a day is long enough to stand alone.
+DEFAULT_CONFIRM = {300: 2, 3600: 2, 86400: 1}
 
 TIMESTAMP_FIELDS = ("timestamp", "period", "period_start", "ts", "time", "date", "datetime")
 EVENT_TIMESTAMP_FIELDS = ("created_at", "event_time", "occurred_at", "event_timestamp")
@@ -125,6 +129,7 @@ class IntegrationConfig:
     threshold: float = 3.0
     alpha: float = 0.1
     warmup: int | None = None
+    confirm_periods: int | None = None
     # routing context
     tier: Literal["standard", "business"] = "standard"
     segment: str = "default"
@@ -137,6 +142,12 @@ class IntegrationConfig:
         if self.season_length:
             return self.season_length
         return DEFAULT_SEASON.get(self.granularity_seconds or 3600, 168)
+
+    @property
+    def confirm(self) -> int:
+        if self.confirm_periods:
+            return self.confirm_periods
+        return DEFAULT_CONFIRM.get(self.granularity_seconds or 3600, 1)
 
     def specs(self) -> tuple[MetricSpec | RatioSpec | RateSpec, ...]:
         return (*self.metrics, *self.ratios, *self.rates)
@@ -199,6 +210,8 @@ class IntegrationConfig:
             raise ConfigError(f"integration {iid}: field 'threshold' must be positive")
         if not 0 < self.alpha <= 1:
             raise ConfigError(f"integration {iid}: field 'alpha' must be in (0, 1]")
+        if self.confirm_periods is not None and not 1 <= self.confirm_periods <= 48:
+            raise ConfigError(f"integration {iid}: field 'confirm_periods' must be between 1 and 48")
         for spec in self.specs():
             if spec.bad_direction not in DIRECTIONS:
                 raise ConfigError(

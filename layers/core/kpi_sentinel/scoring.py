@@ -151,6 +151,8 @@ class ScoredPoint:
     score: float
     ready: bool
     volume: float
+    streak: int = 1  # consecutive periods beyond the threshold on this side, this one included (signed)
+    sustained: float = math.nan  # the detector's slow-chart score, NaN when it has none
 
 
 @dataclass
@@ -189,6 +191,7 @@ class IntegrationState:
         self.processed: list[str] = []
         self.detector_factory = detector_factory
         self.detector: Detector = self._new_detector()
+        self.streak = np.zeros(0, dtype=np.int64)
 
     def _new_detector(self) -> Detector:
         return self.detector_factory(self.config)
@@ -225,6 +228,7 @@ class IntegrationState:
             self.series.append(s)
         transforms = ["identity" if self.is_ratio(s[0]) else "ssqrt" for s in new]
         self.detector.resize(len(self.series), transforms)
+        self.streak = np.concatenate([self.streak, np.zeros(len(new), dtype=np.int64)])
 
     def score(self, agg: Aggregate, calendar: Collection[int] = ()) -> ScoreResult:
         """Score the aggregate's periods in time order; ``calendar`` periods are scored, not learned."""
@@ -249,21 +253,32 @@ class IntegrationState:
                     values[position] = 0.0  # a tracked slice with no rows in a covered period is zero
             learn = np.zeros(len(self.series), dtype=np.bool_) if period in calendar else None
             result = self.detector.step(period, values, self._ratio_noise(values, volumes), learn)
+            self._count_streaks(result.score, result.ready)
+            sustained = result.sustained if result.sustained is not None else np.full(len(values), np.nan)
             present = np.flatnonzero(~np.isnan(values))
             columns = zip(
                 present.tolist(), values[present].tolist(), result.expected[present].tolist(),
                 result.lower[present].tolist(), result.upper[present].tolist(), result.score[present].tolist(),
-                result.ready[present].tolist(), volumes[present].tolist(), strict=True,
+                result.ready[present].tolist(), volumes[present].tolist(), self.streak[present].tolist(),
+                sustained[present].tolist(), strict=True,
             )  # fmt: skip
             series = self.series
             points.extend(
-                ScoredPoint(period, series[i], obs, exp, low, up, score, ready, vol)
-                for i, obs, exp, low, up, score, ready, vol in columns
+                ScoredPoint(period, series[i], obs, exp, low, up, score, ready, vol, streak, slow)
+                for i, obs, exp, low, up, score, ready, vol, streak, slow in columns
             )
             self.last_period = period
             scored_rows += len(bucket.rows)
         self._prune()
         return ScoreResult(points=points, late_periods=late, late_values=late_values, scored_rows=scored_rows)
+
+    def _count_streaks(self, score: FloatArray, ready: npt.NDArray[np.bool_]) -> None:
+        """Consecutive scored periods beyond the threshold on one side; a gap or a normal period resets."""
+        threshold = self.config.threshold
+        with np.errstate(invalid="ignore"):
+            side = np.where(ready & (score >= threshold), 1, np.where(ready & (score <= -threshold), -1, 0))
+        same = (side != 0) & (np.sign(self.streak) == side)
+        self.streak = np.where(same, self.streak + side, side).astype(np.int64)
 
     def _ratio_noise(self, values: FloatArray, volumes: FloatArray) -> FloatArray:
         """Binomial sampling noise sqrt(p(1-p)/n) of ratio series; zero for the others."""
@@ -279,6 +294,7 @@ class IntegrationState:
         if len(keep) == len(self.series):
             return
         self.detector.select(keep)
+        self.streak = self.streak[keep]
         self.series = [self.series[i] for i in keep]
         self.index = {s: i for i, s in enumerate(self.series)}
 
@@ -299,6 +315,11 @@ class IntegrationState:
             d.count_.astype(np.int32),
             d.last_index_.astype(np.int64),
             d.transform_.astype(np.int8),
+            d.run_.astype(np.int32),
+            self.streak.astype(np.int32),
+            d.slow_.astype(np.float64),
+            d.chart_.astype(np.float64),
+            d.cvar_.astype(np.float64),
         ]
         meta = {
             "config": self.config.to_dict(),
@@ -338,4 +359,10 @@ class IntegrationState:
         d.count_ = loaded[3].astype(np.int64)
         d.last_index_ = loaded[4].copy()
         d.transform_ = loaded[5].astype(np.int64)
+        n = len(state.series)  # blobs written before these arrays existed start them at zero
+        d.run_ = loaded[6].astype(np.int64) if len(loaded) > 6 else np.zeros(n, dtype=np.int64)
+        state.streak = loaded[7].astype(np.int64) if len(loaded) > 7 else np.zeros(n, dtype=np.int64)
+        d.slow_, d.chart_, d.cvar_ = (
+            loaded[k].copy() if len(loaded) > k else np.zeros(n, dtype=np.float64) for k in (8, 9, 10)
+        )
         return state

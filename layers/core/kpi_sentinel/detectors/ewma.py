@@ -54,6 +54,7 @@ class StepResult:
     upper: FloatArray
     score: FloatArray
     ready: BoolArray
+    sustained: FloatArray | None = None  # the slow chart's score (see SeasonalEWMA); None if not tracked
 
 
 class SeasonalEWMA:
@@ -85,6 +86,9 @@ class SeasonalEWMA:
         warmup: int | None = None,
         sd_floor: float = 0.02,
         transform: str = "ssqrt",
+        adapt_after: int | None = None,
+        slow_alpha: float | None = None,
+        chart_lambda: float = 0.25,
     ) -> None:
         if season_length < 1:
             raise ValueError(f"season_length must be at least 1, got {season_length}")
@@ -104,12 +108,23 @@ class SeasonalEWMA:
         self.warmup = warmup
         self.sd_floor = sd_floor
         self.transform = transform
+        self.adapt_after = adapt_after
+        self.slow_alpha = slow_alpha
+        self.chart_lambda = chart_lambda
         self.resize(0)
 
     @property
     def warmup_updates(self) -> int:
         """Residual updates a series needs before it may alert (default: a seventh of a season, ≥ 7)."""
         return self.warmup if self.warmup is not None else max(7, self.season_length // 7)
+
+    @property
+    def adapt_periods(self) -> int:
+        """Consecutive out-of-band periods on one side after which the new level is learned in full.
+
+        Default: a seventh of a season, at least 3 (a day of hourly data, 3 days of daily data).
+        """
+        return self.adapt_after if self.adapt_after is not None else max(3, self.season_length // 7)
 
     @property
     def n_series(self) -> int:
@@ -135,6 +150,10 @@ class SeasonalEWMA:
             self.count_: IntArray = np.zeros(grow, dtype=np.int64)
             self.last_index_: IntArray = np.full(grow, -1, dtype=np.int64)
             self.transform_: IntArray = codes
+            self.run_: IntArray = np.zeros(grow, dtype=np.int64)
+            self.slow_: FloatArray = zeros.copy()
+            self.chart_: FloatArray = zeros.copy()
+            self.cvar_: FloatArray = zeros.copy()
         else:
             self.baseline_ = np.hstack([self.baseline_, baseline])
             self.mean_ = np.concatenate([self.mean_, zeros])
@@ -142,6 +161,10 @@ class SeasonalEWMA:
             self.count_ = np.concatenate([self.count_, np.zeros(grow, dtype=np.int64)])
             self.last_index_ = np.concatenate([self.last_index_, np.full(grow, -1, dtype=np.int64)])
             self.transform_ = np.concatenate([self.transform_, codes])
+            self.run_ = np.concatenate([self.run_, np.zeros(grow, dtype=np.int64)])
+            self.slow_ = np.concatenate([self.slow_, zeros])
+            self.chart_ = np.concatenate([self.chart_, zeros])
+            self.cvar_ = np.concatenate([self.cvar_, zeros])
         return self
 
     def select(self, keep: IntArray) -> SeasonalEWMA:
@@ -152,6 +175,10 @@ class SeasonalEWMA:
         self.count_ = self.count_[keep]
         self.last_index_ = self.last_index_[keep]
         self.transform_ = self.transform_[keep]
+        self.run_ = self.run_[keep]
+        self.slow_ = self.slow_[keep]
+        self.chart_ = self.chart_[keep]
+        self.cvar_ = self.cvar_[keep]
         return self
 
     def step(
@@ -193,23 +220,61 @@ class SeasonalEWMA:
         ready = seeded & (self.count_ >= self.warmup_updates)
 
         band = self.threshold * sd
+        # The slow chart: residual against the baseline and a slow level (``slow_alpha``), smoothed over a
+        # few periods (``chart_lambda``) and scaled by its own running spread. It sees what the fast level
+        # absorbs: slow drifts, and sustained moderate breaks that no single period shows.
+        lam = self.chart_lambda
+        slow_z = np.where(seeded, (y - base - self.slow_) / sd, 0.0)
+        limit = 2.0 * self.threshold
+        chart = (1.0 - lam) * self.chart_ + lam * np.clip(slow_z, -limit, limit)
+        chart_sd = np.sqrt(np.maximum(self.cvar_, lam / (2.0 - lam)))
+        sustained = np.where(ready, chart / chart_sd, np.nan)
         if learn is not None:  # scored above; from here on only what may be learned
             observed = observed & learn
             seeded = seeded & learn
-        # Once warmed up, clip what an outlier may teach the state (robustness); before, learn freely.
-        taught = np.where(ready, np.clip(deviation, -band, band), deviation)
+        # Once warmed up, clip what an outlier may teach the state (robustness), unless the series has
+        # stayed out of band on one side long enough to be a new level (adaptation); before, learn freely.
+        side = np.where(deviation > band, 1, np.where(deviation < -band, -1, 0)) * ready
+        same = (side != 0) & (np.sign(self.run_) == side)
+        self.run_ = np.where(seeded, np.where(same, self.run_ + side, side), self.run_)
+        shifted = np.abs(self.run_) >= self.adapt_periods
+        clipped = np.where(ready, np.clip(deviation, -band, band), deviation)
+        taught = np.where(shifted, deviation, clipped)  # the variance only ever learns the clipped one
+        # The phase's baseline moves towards the cleaned observation; the level correction stays in mean_.
+        absorbed = np.where(seeded, self.seasonal_smoothing * (self.mean_ + taught), 0.0)
+        cleaned = np.where(seeded, base + absorbed, y)
         start = 1.0 / (self.count_ + 1.0)  # the first updates are plain running averages
         rate = np.where(seeded, np.maximum(self.alpha, start), 0.0)
         var_alpha = self.alpha if self.variance_alpha is None else self.variance_alpha
         var_rate = np.where(seeded, np.maximum(var_alpha, start), 0.0)
+        slow_rate = np.where(seeded, np.maximum(self.slow_alpha or self.alpha / 10.0, start), 0.0)
+        slow_residual = np.where(seeded, y - base - self.slow_, 0.0)
+        slow_taught = np.where(ready, np.clip(slow_residual, -band, band), slow_residual)
         self.mean_ += rate * taught
-        self.var_ = np.where(seeded, (1.0 - var_rate) * (self.var_ + var_rate * taught * taught), self.var_)
+        self.var_ = np.where(seeded, (1.0 - var_rate) * (self.var_ + var_rate * clipped * clipped), self.var_)
+        # A level the fast path accepted as new is the slow path's level too; otherwise the slow level
+        # follows slowly, less what the baselines absorbed (spread over the season's phases).
+        slow = self.slow_ + slow_rate * slow_taught - absorbed / self.season_length
+        self.slow_ = np.where(seeded, np.where(shifted, self.mean_, slow), self.slow_)
+        learned_chart = np.where(
+            ready, np.clip(chart, -self.threshold * chart_sd, self.threshold * chart_sd), chart
+        )
+        self.cvar_ = np.where(
+            seeded, (1.0 - var_rate) * (self.cvar_ + var_rate * learned_chart * learned_chart), self.cvar_
+        )
+        self.chart_ = np.where(seeded, np.where(shifted, 0.0, chart), self.chart_)
         self.count_ += seeded
-        cleaned = np.where(seeded, center + self.seasonal_smoothing * taught, y)
         self.baseline_[phase] = np.where(observed, cleaned, base)
         self.last_index_[observed] = period_index
 
         stacked = np.stack([center, center - band, center + band])
         with np.errstate(over="ignore", invalid="ignore"):
             inverse = np.where(identity, stacked, ssquare(stacked))
-        return StepResult(expected=inverse[0], lower=inverse[1], upper=inverse[2], score=score, ready=ready)
+        return StepResult(
+            expected=inverse[0],
+            lower=inverse[1],
+            upper=inverse[2],
+            score=score,
+            ready=ready,
+            sustained=sustained,
+        )

@@ -1,0 +1,1 @@
+"""Detection-quality benchmark: labelled scenarios, replay through the scorer's code, scoring."""
