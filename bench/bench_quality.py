@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ from typing import Any
 
 from kpi_sentinel.quality.evaluate import QualityReport, evaluate, format_table
 from kpi_sentinel.quality.labels import EWMA_TARGETED, Suite
-from kpi_sentinel.quality.replay import ReplayResult, baseline_factories, replay_core, replay_production
+from kpi_sentinel.quality.replay import ReplayResult, baseline_factories, replay_parallel
 from kpi_sentinel.quality.scenarios import generate_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--calendar", action=argparse.BooleanOptionalAction, default=True,
                         help="give the detectors the known events (default); --no-calendar shows their cost")  # fmt: skip
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -115,15 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     generated = time.perf_counter() - started
     print(f"suite: {composition(suite)} (generated in {generated:.1f}s)", flush=True)
 
-    replays: list[ReplayResult] = [replay_production(suite.scenarios, use_calendar=args.calendar)]
-    print(
-        f"ewma: {replays[0].files} files, {replays[0].rows_in:,} rows in {replays[0].seconds:.1f}s",
-        flush=True,
-    )
-    if args.baselines:
-        for name, factory in baseline_factories().items():
-            replays.append(replay_core(name, suite.scenarios, factory, use_calendar=args.calendar))
-            print(f"{name}: {replays[-1].seconds:.1f}s", flush=True)
+    names = ["ewma", *(baseline_factories() if args.baselines else ())]
+    replays: list[ReplayResult] = []
+    for name in names:
+        replays.append(replay_parallel(name, suite.scenarios, args.jobs, use_calendar=args.calendar))
+        last = replays[-1]
+        print(
+            f"{name}: {last.files} files, {last.rows_in:,} rows replayed in {last.seconds:.1f}s", flush=True
+        )
 
     reports = {
         r.detector: evaluate(

@@ -26,6 +26,7 @@ SCHEMA_VERSION = "1"
 CRITICAL_CHANGE = 0.30
 INSTANT_FACTOR = 2.0  # a point this many thresholds out needs no confirmation
 SUSTAINED_MIN_SCORE = 1.0  # a sustained break alerts on periods that are themselves this far out
+SUSTAINED_FACTOR = 1.0  # the slow chart alerts past this many thresholds
 TOP_CONTRIBUTORS = 5
 _DISPLAY = {"ngr": "NGR", "ggr": "GGR", "ftds": "FTDs", "ftd": "FTD", "ctr": "CTR"}
 
@@ -77,14 +78,19 @@ def classify(
     """``(severity, direction)`` when the point is an alert, else None (warm-up, floors, threshold).
 
     Past the threshold a point alerts once it is the ``confirm``-th consecutive period there on the
-    same side, or at once when it is past ``INSTANT_FACTOR`` times the threshold.
+    same side, or at once when it is past ``INSTANT_FACTOR`` times the threshold. It also alerts when
+    the detector's slow chart (``sustained``) is past ``SUSTAINED_FACTOR`` times the threshold and the
+    point itself is at least ``SUSTAINED_MIN_SCORE`` out on the same side.
     """
     if not point.ready or math.isnan(point.score):
         return None
     z, slow = point.score, point.sustained
     single = abs(z) >= threshold and (abs(point.streak) >= confirm or abs(z) >= INSTANT_FACTOR * threshold)
     sustained = (
-        not math.isnan(slow) and abs(slow) >= threshold and slow * z > 0 and abs(z) >= SUSTAINED_MIN_SCORE
+        not math.isnan(slow)
+        and abs(slow) >= SUSTAINED_FACTOR * threshold
+        and slow * z > 0
+        and abs(z) >= SUSTAINED_MIN_SCORE
     )
     if not (single or sustained):
         return None
@@ -177,12 +183,12 @@ def build_alerts(
             continue
         total = next((p for p in group if not p.series[1]), None)
         slices = [p for p in group if p.series[1]]
-        total_verdict = classify(total, spec, config.threshold, config.confirm) if total else None
+        total_verdict = classify(total, spec, config.alert_threshold, config.confirm) if total else None
         if total and total_verdict:
             found = contributors(total, slices, _is_ratio(spec))
             alerts.append(_alert(config, granularity, total, spec, total_verdict, found, label, sync_key))
         for point in slices:
-            verdict = classify(point, spec, config.threshold, config.confirm)
+            verdict = classify(point, spec, config.alert_threshold, config.confirm)
             # A slice that moved with an alerting total is one of its contributors; a slice that moved
             # the other way is not explained by it (a crater under a rising total) and alerts on its own.
             if verdict and not (total_verdict and verdict[1] == total_verdict[1]):
@@ -226,7 +232,7 @@ def _alert(
         },
         "score": round(point.score, 4),
         "sustained_score": None if math.isnan(point.sustained) else round(point.sustained, 4),
-        "threshold": config.threshold,
+        "threshold": config.alert_threshold,
         "direction": direction,
         "bad_direction": spec.bad_direction,
         "severity": severity,

@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("file", type=Path, help="CSV (or .csv.gz/.jsonl/.parquet) with a timestamp column")
     backtest.add_argument("-o", "--output", help="output CSV (default: standard output)")
     backtest.add_argument(
-        "--threshold", type=float, help="alert threshold in standard deviations (default 3)"
+        "--threshold",
+        type=float,
+        help="alert threshold in standard deviations (default 3.5; 4 for 5-minute data)",
     )
     backtest.add_argument("--alpha", type=float, help="EWMA smoothing of the residual (default 0.1)")
     backtest.add_argument(

@@ -169,7 +169,10 @@ DetectorFactory = Callable[[IntegrationConfig], Detector]
 def seasonal_ewma(config: IntegrationConfig) -> SeasonalEWMA:
     """The production detector, configured from the integration's config."""
     return SeasonalEWMA(
-        season_length=config.season, alpha=config.alpha, threshold=config.threshold, warmup=config.warmup
+        season_length=config.season,
+        alpha=config.alpha,
+        threshold=config.alert_threshold,
+        warmup=config.warmup,
     )
 
 
@@ -205,7 +208,7 @@ class IntegrationState:
             self.detector = self._new_detector().resize(len(self.series), transforms)
         else:
             self.detector.alpha = config.alpha
-            self.detector.threshold = config.threshold
+            self.detector.threshold = config.alert_threshold
             self.detector.warmup = config.warmup
         return restart
 
@@ -274,7 +277,7 @@ class IntegrationState:
 
     def _count_streaks(self, score: FloatArray, ready: npt.NDArray[np.bool_]) -> None:
         """Consecutive scored periods beyond the threshold on one side; a gap or a normal period resets."""
-        threshold = self.config.threshold
+        threshold = self.config.alert_threshold
         with np.errstate(invalid="ignore"):
             side = np.where(ready & (score >= threshold), 1, np.where(ready & (score <= -threshold), -1, 0))
         same = (side != 0) & (np.sign(self.streak) == side)
