@@ -185,7 +185,16 @@ def _hostile_alert() -> dict[str, Any]:
     )
     period = int(T0.timestamp()) // 3600
     point = ScoredPoint(
-        period, ("ngr", "source", '=HYPERLINK("http://x")'), 5.0, 400.0, 300.0, 500.0, -9.0, True, 5.0
+        period,
+        ("ngr", "source", '=HYPERLINK("http://x")'),
+        5.0,
+        400.0,
+        300.0,
+        500.0,
+        -9.0,
+        True,
+        5.0,
+        streak=-2,
     )
     (alert,) = build_alerts(config, 3600, [point], "syncs/acme-ads/x.csv")
     return alert

@@ -329,6 +329,8 @@ def test_given_floors_when_a_change_is_small_or_the_segment_tiny_then_it_does_no
         (_point(NGR, 60, 100, -4, streak=-1), 2, False),  # sub-daily: one period out is not yet a break
         (_point(NGR, 60, 100, -4, streak=-2), 2, True),  # the second in a row is
         (_point(NGR, 10, 100, -6.5, streak=-1), 2, True),  # past twice the threshold: at once
+        (_point(_source("web"), 10, 100, -7.5, streak=-1), 2, False),  # ... but never a lone slice period
+        (_point(_source("web"), 10, 100, -7.5, streak=-2), 2, True),
         (_point(NGR, 80, 100, -1.5, streak=0, sustained=-3.4), 2, True),  # a sustained break
         (
             _point(NGR, 80, 100, -0.5, streak=0, sustained=-3.4),

@@ -24,7 +24,8 @@ from kpi_sentinel.scoring import ScoredPoint, Series, period_start
 
 SCHEMA_VERSION = "1"
 CRITICAL_CHANGE = 0.30
-INSTANT_FACTOR = 2.0  # a point this many thresholds out needs no confirmation
+INSTANT_FACTOR = 2.0  # a total this many thresholds out needs no confirmation
+INSTANT_SLICES = False  # slices always need it
 SUSTAINED_MIN_SCORE = 1.0  # a sustained break alerts on periods that are themselves this far out
 SUSTAINED_FACTOR = 1.0  # the slow chart alerts past this many thresholds
 TOP_CONTRIBUTORS = 5
@@ -85,7 +86,10 @@ def classify(
     if not point.ready or math.isnan(point.score):
         return None
     z, slow = point.score, point.sustained
-    single = abs(z) >= threshold and (abs(point.streak) >= confirm or abs(z) >= INSTANT_FACTOR * threshold)
+    # Only a total may alert on one period alone: a single period of one slice (one of many, and the
+    # noisiest) is never enough evidence below daily data.
+    instant = abs(z) >= INSTANT_FACTOR * threshold and (not point.series[1] or INSTANT_SLICES)
+    single = abs(z) >= threshold and (abs(point.streak) >= confirm or instant)
     sustained = (
         not math.isnan(slow)
         and abs(slow) >= SUSTAINED_FACTOR * threshold

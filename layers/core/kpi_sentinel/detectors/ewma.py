@@ -16,7 +16,15 @@ below with a binomial floor (see ``step``):
 
 For period *t* with phase ``p = t mod season_length`` the expectation is ``baseline[p] + mean`` and the
 score is the deviation in standard deviations. Once warmed up, an observation that is far out is
-winsorised before it updates the state, so one spike does not blind the detector for days.
+winsorised before it updates the state, so one spike does not blind the detector for days; a series
+that stays out of band on one side for ``adapt_periods`` has a new level, which it then learns in full.
+A phase's baseline absorbs ``seasonal_smoothing`` of the level correction when it is updated (not all
+of it, which would count a level shift twice one season later).
+
+The *slow chart* (``sustained`` in :class:`StepResult`) catches what the fast level absorbs: the
+residual against the baseline and a slow level (``slow_alpha``, default ``alpha / 25``), smoothed over
+a few periods (``chart_lambda``) and divided by its own running spread: slow drifts, and sustained
+moderate breaks that no single period shows.
 
 Sign convention: ``score_ > 0`` means above the expectation, ``< 0`` below.
 """
@@ -247,7 +255,7 @@ class SeasonalEWMA:
         rate = np.where(seeded, np.maximum(self.alpha, start), 0.0)
         var_alpha = self.alpha if self.variance_alpha is None else self.variance_alpha
         var_rate = np.where(seeded, np.maximum(var_alpha, start), 0.0)
-        slow_rate = np.where(seeded, np.maximum(self.slow_alpha or self.alpha / 10.0, start), 0.0)
+        slow_rate = np.where(seeded, np.maximum(self.slow_alpha or self.alpha / 25.0, start), 0.0)
         slow_residual = np.where(seeded, y - base - self.slow_, 0.0)
         slow_taught = np.where(ready, np.clip(slow_residual, -band, band), slow_residual)
         self.mean_ += rate * taught
