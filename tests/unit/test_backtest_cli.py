@@ -236,3 +236,12 @@ def test_given_hostile_text_when_rendered_as_html_then_it_is_escaped_everywhere(
     assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 5  # title, h1, h2, th, td
     assert "it&#x27;s &quot;quoted&quot;" in page
     assert "<td class='critical'>critical</td>" in page
+
+
+def test_given_mappings_and_lists_in_a_report_cell_then_they_read_as_text_and_stay_escaped() -> None:
+    page = html_page("t", [("h", ["what"], [[{"scored": 2, "<script>": 1}], [["a", "<b>x</b>"]], [[]]])])
+
+    assert "<td>scored: 2; &lt;script&gt;: 1</td>" in page
+    assert "<td>a<br>&lt;b&gt;x&lt;/b&gt;</td>" in page
+    assert "<td>none</td>" in page
+    assert "<script>" not in page

@@ -55,6 +55,21 @@ def write_alerts(alerts: Sequence[Mapping[str, Any]], folder: Path) -> tuple[Pat
     return jsonl, table
 
 
+def html_cell(value: Any) -> str:
+    """A value as escaped cell text: a mapping as ``key: value`` pairs, a list one item per line.
+
+    >>> html_cell({"scored": 3, "quarantined": 1})
+    'scored: 3; quarantined: 1'
+    >>> html_cell(["a<b", "c"])
+    'a&lt;b<br>c'
+    """
+    if isinstance(value, Mapping):
+        return html.escape("; ".join(f"{k}: {v}" for k, v in value.items())) or "none"
+    if isinstance(value, list | tuple):
+        return "<br>".join(html.escape(str(item)) for item in value) or "none"
+    return html.escape(str(value))
+
+
 def html_page(title: str, sections: Iterable[tuple[str, Sequence[str], Sequence[Sequence[Any]]]]) -> str:
     """A self-contained page of tables; every value is HTML-escaped."""
     parts = [
@@ -74,7 +89,7 @@ def html_page(title: str, sections: Iterable[tuple[str, Sequence[str], Sequence[
             cells = "".join(
                 f"<td class='{html.escape(str(v))}'>{html.escape(str(v))}</td>"
                 if v in ("critical", "warning")
-                else f"<td>{html.escape(str(v))}</td>"
+                else f"<td>{html_cell(v)}</td>"
                 for v in row
             )
             parts.append(f"<tr>{cells}</tr>")
