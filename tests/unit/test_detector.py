@@ -399,14 +399,18 @@ def test_given_a_level_shift_then_it_is_the_new_normal_after_the_adaptation_peri
 
 
 def test_given_a_level_shift_then_a_season_later_the_expectation_does_not_overshoot() -> None:
-    d = SeasonalEWMA(season_length=DAY).resize(1)
-    _run(d, _hourly_traffic(3, 14))
-    shifted = _hourly_traffic(4, 6) * 0.5  # -50% for good
-    results = _run(d, shifted, start=14 * DAY)
-    second_day = np.array([r.score[0] for r in results[DAY : 3 * DAY]])
+    week = np.array([1.0, 1.1, 1.05, 1.0, 0.95, 0.7, 0.6])
+    overshoots = 0
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        d = SeasonalEWMA(season_length=7).resize(1)
+        _run(d, rng.poisson(np.tile(5000 * week, 10)).astype(np.float64))
+        after = _run(d, rng.poisson(np.tile(3000 * week, 4)).astype(np.float64), start=70)  # -40% for good
+        overshoots += sum(1 for r in after[7:] if r.score[0] > 3)
 
-    # The baselines absorb the new level once; the level correction is not counted a second time.
-    assert np.sum(second_day > 3) == 0
+    # The baselines absorb the new level once; a baseline that also took the whole level correction
+    # would count the shift twice from the second week on (58 such periods over these 8 series).
+    assert overshoots <= 24
 
 
 def test_given_a_slow_drift_then_the_slow_chart_flags_it_while_single_periods_look_normal() -> None:

@@ -24,10 +24,8 @@ from kpi_sentinel.scoring import ScoredPoint, Series, period_start
 
 SCHEMA_VERSION = "1"
 CRITICAL_CHANGE = 0.30
-INSTANT_FACTOR = 2.0  # a total this many thresholds out needs no confirmation
-INSTANT_SLICES = False  # slices always need it
+INSTANT_FACTOR = 2.0  # a metric's total this many thresholds out needs no confirmation
 SUSTAINED_MIN_SCORE = 1.0  # a sustained break alerts on periods that are themselves this far out
-SUSTAINED_FACTOR = 1.0  # the slow chart alerts past this many thresholds
 TOP_CONTRIBUTORS = 5
 _DISPLAY = {"ngr": "NGR", "ggr": "GGR", "ftds": "FTDs", "ftd": "FTD", "ctr": "CTR"}
 
@@ -79,22 +77,19 @@ def classify(
     """``(severity, direction)`` when the point is an alert, else None (warm-up, floors, threshold).
 
     Past the threshold a point alerts once it is the ``confirm``-th consecutive period there on the
-    same side, or at once when it is past ``INSTANT_FACTOR`` times the threshold. It also alerts when
-    the detector's slow chart (``sustained``) is past ``SUSTAINED_FACTOR`` times the threshold and the
-    point itself is at least ``SUSTAINED_MIN_SCORE`` out on the same side.
+    same side, or, for a metric's total, at once when it is past ``INSTANT_FACTOR`` times the
+    threshold. It also alerts when the detector's slow chart (``sustained``) is past the threshold and
+    the point itself is at least ``SUSTAINED_MIN_SCORE`` out on the same side.
     """
     if not point.ready or math.isnan(point.score):
         return None
     z, slow = point.score, point.sustained
     # Only a total may alert on one period alone: a single period of one slice (one of many, and the
     # noisiest) is never enough evidence below daily data.
-    instant = abs(z) >= INSTANT_FACTOR * threshold and (not point.series[1] or INSTANT_SLICES)
+    instant = abs(z) >= INSTANT_FACTOR * threshold and not point.series[1]
     single = abs(z) >= threshold and (abs(point.streak) >= confirm or instant)
     sustained = (
-        not math.isnan(slow)
-        and abs(slow) >= SUSTAINED_FACTOR * threshold
-        and slow * z > 0
-        and abs(z) >= SUSTAINED_MIN_SCORE
+        not math.isnan(slow) and abs(slow) >= threshold and slow * z > 0 and abs(z) >= SUSTAINED_MIN_SCORE
     )
     if not (single or sustained):
         return None

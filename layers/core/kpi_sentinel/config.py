@@ -156,7 +156,7 @@ class IntegrationConfig:
 
     @property
     def confirm(self) -> int:
-        if self.confirm_periods:
+        if self.confirm_periods is not None:
             return self.confirm_periods
         return DEFAULT_CONFIRM.get(self.granularity_seconds or 3600, 1)
 

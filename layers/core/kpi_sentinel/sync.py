@@ -21,7 +21,6 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any
 
 from kpi_sentinel.alerts import build_alerts, series_key, snooze_matches
@@ -292,9 +291,9 @@ def _apply_snoozes(
     """Split alerts into publishable and suppressed (with what suppressed them: snooze or calendar)."""
     publishable: list[dict[str, Any]] = []
     suppressed: list[tuple[dict[str, Any], str]] = []
+    events = {period_start(p, granularity).isoformat(): e for p, e in known.items()}
     for alert in alerts:
-        period = int(datetime.fromisoformat(alert["period_start"]).timestamp()) // granularity
-        event = known.get(period)
+        event = events.get(alert["period_start"])
         snooze = next((s for s in snoozes if snooze_matches(s, alert)), None)
         if event is not None:
             suppressed.append((alert, f"calendar {event.kind} {event.name!r}"))

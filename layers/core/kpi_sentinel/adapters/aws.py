@@ -26,6 +26,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from kpi_sentinel.calendar import GLOBAL
 from kpi_sentinel.ports import StateConflict, StoredState
 
 CHUNK_BYTES = 350_000
@@ -165,9 +166,6 @@ class DynamoState:
         )
 
 
-GLOBAL_CALENDAR = "*"  # not a valid integration id: the global calendar cannot collide with one
-
-
 class DynamoControl:
     """Operator-owned settings: ``config``, ``snooze#<id>`` and ``calendar#<id>`` items under ``integration#<id>``.
 
@@ -218,7 +216,7 @@ class DynamoControl:
     def known_events(self, integration_id: str) -> list[Mapping[str, Any]]:
         """``calendar#<id>`` items of the integration and of the global partition ``integration#*``."""
         events: list[Mapping[str, Any]] = []
-        for owner in (integration_id, GLOBAL_CALENDAR):
+        for owner in (integration_id, GLOBAL):
             for item in self._items(owner):
                 if item["sk"]["S"].startswith("calendar#"):
                     events.append(
@@ -235,7 +233,7 @@ class DynamoControl:
 
     def put_event(self, event: Mapping[str, Any]) -> None:
         """Used by the demo and tests until the operator API exists (``integration_id`` ``*``: global)."""
-        owner = event.get("integration_id") or GLOBAL_CALENDAR
+        owner = event.get("integration_id") or GLOBAL
         item: dict[str, Any] = {
             "pk": {"S": _pk(owner)},
             "sk": {"S": f"calendar#{event['event_id']}"},

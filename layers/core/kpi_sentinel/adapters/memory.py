@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from kpi_sentinel.calendar import GLOBAL
 from kpi_sentinel.ports import StateConflict, StoredState
 
 
@@ -80,7 +81,7 @@ class MemoryControl:
         ]
 
     def known_events(self, integration_id: str) -> list[Mapping[str, Any]]:
-        return [e for e in self.calendar if e.get("integration_id") in (integration_id, None, "*")]
+        return [e for e in self.calendar if e.get("integration_id") in (integration_id, None, GLOBAL)]
 
 
 class MemoryPublisher:

@@ -232,7 +232,8 @@ class SeasonalEWMA:
         # few periods (``chart_lambda``) and scaled by its own running spread. It sees what the fast level
         # absorbs: slow drifts, and sustained moderate breaks that no single period shows.
         lam = self.chart_lambda
-        slow_z = np.where(seeded, (y - base - self.slow_) / sd, 0.0)
+        slow_residual = np.where(seeded, y - base - self.slow_, 0.0)
+        slow_z = slow_residual / sd
         limit = 2.0 * self.threshold
         chart = (1.0 - lam) * self.chart_ + lam * np.clip(slow_z, -limit, limit)
         chart_sd = np.sqrt(np.maximum(self.cvar_, lam / (2.0 - lam)))
@@ -256,7 +257,6 @@ class SeasonalEWMA:
         var_alpha = self.alpha if self.variance_alpha is None else self.variance_alpha
         var_rate = np.where(seeded, np.maximum(var_alpha, start), 0.0)
         slow_rate = np.where(seeded, np.maximum(self.slow_alpha or self.alpha / 25.0, start), 0.0)
-        slow_residual = np.where(seeded, y - base - self.slow_, 0.0)
         slow_taught = np.where(ready, np.clip(slow_residual, -band, band), slow_residual)
         self.mean_ += rate * taught
         self.var_ = np.where(seeded, (1.0 - var_rate) * (self.var_ + var_rate * clipped * clipped), self.var_)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kpi_sentinel.adapters.memory import MemoryControl, MemoryObjects, MemoryPublisher, MemoryState
-from kpi_sentinel.calendar import parse_events
+from kpi_sentinel.calendar import GLOBAL, parse_events
 from kpi_sentinel.parsing import parse_sync_key, read_table
 from kpi_sentinel.ports import ScorerPorts
 from kpi_sentinel.quality.evaluate import Coverage
@@ -55,7 +55,7 @@ def calendar_items(events: Iterable[KnownEvent]) -> list[Mapping[str, Any]]:
     return [
         {
             "event_id": f"{e.kind}-{n}",
-            "integration_id": e.integration_id or "*",
+            "integration_id": e.integration_id or GLOBAL,
             "kind": e.kind,
             "name": e.name,
             "start": e.start.timestamp(),
