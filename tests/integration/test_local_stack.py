@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import pytest
 from kpi_sentinel.local.stack import LocalStack, load_template, repo_root
 
 
@@ -59,3 +61,93 @@ def test_the_scorer_gets_the_environment_the_template_gives_it(stack: LocalStack
     assert env["STATE_TABLE"] == stack.physical["StateTable"]
     assert env["ALERTS_TOPIC_ARN"] == stack.physical["AlertsTopic"]
     assert stack.functions["EwmaScorerFunction"].sqs_sources == [("IngestQueue", 10)]
+
+
+def test_the_state_table_lists_active_integrations_for_the_planner(stack: LocalStack) -> None:
+    table = stack.client("dynamodb").describe_table(TableName=stack.physical["StateTable"])["Table"]
+    index = {i["IndexName"]: i for i in table.get("GlobalSecondaryIndexes", [])}["ActiveIntegrations"]
+    assert [k["AttributeName"] for k in index["KeySchema"]] == ["active_shard", "integration_id"]
+    assert index["Projection"] == {
+        "ProjectionType": "INCLUDE",
+        "NonKeyAttributes": ["last_sync_at", "tier", "granularity"],
+    }
+
+
+def test_retraining_gets_its_queue_schedules_and_signing_secret(stack: LocalStack) -> None:
+    planner, retrainer = (
+        stack.functions["RetrainPlannerFunction"],
+        stack.functions["IforestRetrainerFunction"],
+    )
+    # The planner's schedules are listed with the event each rule delivers
+    assert planner.schedules == {
+        "NightlyRetrain": {"mode": "retrain"},
+        "BusinessTierScoring": {"mode": "score", "tier": "business"},
+    }
+    assert planner.environment["RETRAIN_QUEUE_URL"] == stack.queue_url("RetrainQueue")
+    assert planner.sqs_sources == []
+    # The retrainer consumes the retrain queue, which redrives a failing job after 3 receives
+    assert retrainer.sqs_sources == [("RetrainQueue", 5)]
+    assert retrainer.schedules == {}
+    queue = stack.client("sqs").get_queue_attributes(
+        QueueUrl=stack.queue_url("RetrainQueue"), AttributeNames=["All"]
+    )["Attributes"]
+    assert json.loads(queue["RedrivePolicy"]) == {
+        "deadLetterTargetArn": stack.attribute("RetrainDLQ", "Arn"),
+        "maxReceiveCount": 3,
+    }
+    assert queue["VisibilityTimeout"] == "5400"
+    # The signing secret resolves to its ARN and holds a 64-character key
+    arn = retrainer.environment["MODEL_SIGNING_SECRET_ARN"]
+    assert arn == stack.physical["ModelSigningSecret"]
+    assert arn.startswith("arn:aws:secretsmanager:")
+    key = stack.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+    assert len(key) == 64
+    assert key.isalnum()
+    # Tuning parameters arrive as their template defaults
+    assert {k: retrainer.environment[k] for k in ("TRAINING_DAYS", "MODEL_RETENTION_DAYS")} == {
+        "TRAINING_DAYS": "90",
+        "MODEL_RETENTION_DAYS": "30",
+    }
+
+
+def test_a_deleted_signing_secret_is_reported_missing_and_restored(stack: LocalStack) -> None:
+    secretsmanager = stack.client("secretsmanager")
+    arn = stack.physical["ModelSigningSecret"]
+    key = secretsmanager.get_secret_value(SecretId=arn)["SecretString"]
+    # Given the secret is deleted behind the stack's back
+    secretsmanager.delete_secret(SecretId=arn, RecoveryWindowInDays=7)
+    try:
+        # Then the check names it
+        assert any(m.startswith("ModelSigningSecret") for m in stack.missing())
+    finally:
+        stack.repair()
+    # And the repair brings back the same key: stored models still verify
+    assert stack.missing() == []
+    assert secretsmanager.get_secret_value(SecretId=arn)["SecretString"] == key
+
+
+def test_trigger_delivers_what_the_schedule_rule_would(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    received: list[tuple[dict[str, Any], Any]] = []
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        received.append((event, context))
+        return {"planned": 3}
+
+    monkeypatch.setattr(stack, "handler", lambda function_id: handler)
+    # When the nightly rule fires, the handler gets the rule's Input and its result comes back
+    assert stack.trigger("RetrainPlannerFunction", "NightlyRetrain") == {"planned": 3}
+    event, context = received[-1]
+    assert event == {"mode": "retrain"}
+    assert context.function_name == "RetrainPlannerFunction"
+    # A rule without an Input delivers EventBridge's Scheduled Event envelope
+    monkeypatch.setitem(stack.functions["RetrainPlannerFunction"].schedules, "Hourly", {})
+    stack.trigger("RetrainPlannerFunction", "Hourly")
+    event, _ = received[-1]
+    assert event["detail-type"] == "Scheduled Event"
+    assert event["source"] == "aws.events"
+    assert event["time"].endswith("Z")
+    # A schedule the function does not have is an error that names the ones it has
+    with pytest.raises(KeyError, match="NightlyRetrain"):
+        stack.trigger("RetrainPlannerFunction", "Weekly")

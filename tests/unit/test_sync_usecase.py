@@ -66,13 +66,14 @@ class RacingState(MemoryState):
         blob: bytes,
         sync_id: str,
         outbox: Sequence[Mapping[str, Any]],
+        index: Mapping[str, Any] | None = None,
     ) -> None:
         if self.armed:
             self.armed = False
             current = self.items[integration_id]
             super().commit(integration_id, current.version, current.blob or b"", "other-writer#1", [])
         try:
-            super().commit(integration_id, expected_version, blob, sync_id, outbox)
+            super().commit(integration_id, expected_version, blob, sync_id, outbox, index)
         except StateConflict:
             self.conflicts += 1
             raise

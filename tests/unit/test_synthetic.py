@@ -241,12 +241,12 @@ def test_given_acme_sources_when_summing_ngr_then_telegram_push_is_a_big_share(d
 # --- incidents -------------------------------------------------------------------------------------------
 
 
-def test_given_the_default_dataset_when_listing_incidents_then_all_three_kinds_are_present(
+def test_given_the_default_dataset_when_listing_incidents_then_all_four_kinds_are_present(
     dataset: DemoDataset,
 ) -> None:
     by_kind = {inc.kind: inc for inc in dataset.incidents}
 
-    assert set(by_kind) == {"source_crater", "click_spike", "ticket_surge"}
+    assert set(by_kind) == {"source_crater", "click_spike", "ticket_surge", "funnel_break"}
     crater, spike, surge = by_kind["source_crater"], by_kind["click_spike"], by_kind["ticket_surge"]
     assert (crater.integration_id, crater.metric, crater.dimension, crater.dimension_value) == (
         ACME,
@@ -261,7 +261,10 @@ def test_given_the_default_dataset_when_listing_incidents_then_all_three_kinds_a
         "queue",
         "payments",
     )
-    assert [len(list(_hours(inc))) for inc in (crater, spike, surge)] == [6, 4, 5]
+    funnel = by_kind["funnel_break"]
+    assert (funnel.integration_id, funnel.metric, funnel.dimension) == (ACME, "signup_rate", None)
+    assert funnel.start.date() == (dataset.end - timedelta(days=1)).date()  # the nightly retrain's day
+    assert [len(list(_hours(inc))) for inc in (crater, spike, surge, funnel)] == [6, 4, 5, 5]
     assert all(inc.description and "\n" not in inc.description for inc in dataset.incidents)
 
 

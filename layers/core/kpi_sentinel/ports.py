@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -37,8 +37,13 @@ class StateStore(Protocol):
         blob: bytes,
         sync_id: str,
         outbox: Sequence[Mapping[str, Any]],
+        index: Mapping[str, Any] | None = None,
     ) -> None:
-        """Write the state iff its version is still ``expected_version``; else raise StateConflict."""
+        """Write the state iff its version is still ``expected_version``; else raise StateConflict.
+
+        ``index`` (tier, granularity) is kept beside the state so planners can find active
+        integrations without reading state blobs (see :class:`ActiveIndex`).
+        """
         ...
 
     def clear_outbox(self, integration_id: str, sync_id: str) -> None: ...
@@ -52,6 +57,40 @@ class ControlStore(Protocol):
     def known_events(self, integration_id: str) -> list[Mapping[str, Any]]:
         """Calendar entries of the integration and global ones (see :mod:`kpi_sentinel.calendar`)."""
         ...
+
+
+class ListingStore(ObjectStore, Protocol):
+    """An object store that can also list keys (in key order) and delete them."""
+
+    def list(self, bucket: str, prefix: str, start_after: str = "") -> Iterator[str]: ...
+
+    def delete(self, bucket: str, keys: Sequence[str]) -> None: ...
+
+
+class AlertLedger(Protocol):
+    """Which alert ids have been published: a rerun of a scheduled job publishes nothing twice."""
+
+    def unpublished(self, integration_id: str, alert_ids: Sequence[str]) -> list[str]: ...
+
+    def mark_published(self, integration_id: str, alert_ids: Sequence[str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class ActiveIntegration:
+    integration_id: str
+    tier: str
+    granularity: int
+    last_sync_at: float  # epoch seconds of the last committed sync
+
+
+class ActiveIndex(Protocol):
+    def active(self, since: float, tier: str | None = None) -> Iterator[ActiveIntegration]:
+        """Integrations with a sync committed at or after ``since`` (epoch seconds), of ``tier`` if given."""
+        ...
+
+
+class JobQueue(Protocol):
+    def send(self, jobs: Sequence[Mapping[str, Any]]) -> None: ...
 
 
 class AlertPublisher(Protocol):
@@ -68,4 +107,22 @@ class ScorerPorts:
     state: StateStore
     control: ControlStore
     publisher: AlertPublisher
+    clock: Clock
+
+
+@dataclass(frozen=True)
+class ForestPorts:
+    objects: ListingStore
+    state: StateStore
+    control: ControlStore
+    ledger: AlertLedger
+    publisher: AlertPublisher
+    clock: Clock
+    signing_key: Callable[[], bytes]
+
+
+@dataclass(frozen=True)
+class PlannerPorts:
+    index: ActiveIndex
+    queue: JobQueue
     clock: Clock

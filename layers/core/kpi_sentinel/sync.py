@@ -161,7 +161,12 @@ def _process(ref: SyncRef, ports: ScorerPorts, settings: ScorerSettings) -> Sync
             log.info("alert suppressed", extra={"alert_id": alert["alert_id"], "by": why})
         try:
             ports.state.commit(
-                sync.integration_id, stored.version, state.to_bytes(), ref.sync_id, publishable
+                sync.integration_id,
+                stored.version,
+                state.to_bytes(),
+                ref.sync_id,
+                publishable,
+                {"tier": state.config.tier, "granularity": state.granularity},
             )
         except StateConflict:
             log.info(

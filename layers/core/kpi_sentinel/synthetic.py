@@ -6,7 +6,9 @@ per integration per hour, each file holding exactly that hour's rows:
 - ``acme-ads``: *metrics* shape, CSV (``.csv``). One row per traffic source per hour with ``clicks``,
   ``signups``, ``ftds``, ``deposits`` and ``ngr`` (EUR, 2 decimals). Known incident ``source_crater``:
   the ``telegram-push`` campaign breaks for 6 weekday daytime hours (clicks -80%, ftds/deposits/NGR
-  about -85%).
+  about -85%). Known incident ``funnel_break`` on the last day: for 5 hours the signup rate of every
+  source falls 30%, so signups, ftds, deposits and NGR all drop about 30% while clicks stay normal —
+  a correlated break for the nightly isolation forest rather than one series far past its threshold.
 - ``globex-traffic``: *metrics* shape, gzip JSON lines (``.jsonl.gz``). One object per campaign per
   hour with ``clicks``, ``signups``, ``ftds``. Known incident ``click_spike``: one campaign's clicks
   go x6 for 4 hours while signups and ftds stay normal (bot traffic).
@@ -151,8 +153,8 @@ class _Plan:
     integration_id: str
     kind: str
     metric: str
-    dimension: str
-    dimension_value: str
+    dimension: str | None
+    dimension_value: str | None
     target_day: float  # as a fraction of a 60-day dataset
     first_hour: int
     hours: int
@@ -194,6 +196,20 @@ _PLANS: Final = (
         5,
         "withdrawal problems: payments tickets x4, mostly tagged withdrawal, more high/urgent priority",
     ),
+    # On the last day, so the nightly isolation-forest retrain scores it: a correlated break (every
+    # funnel metric about -30% at once, clicks normal) that no single series shows strongly.
+    _Plan(
+        ACME,
+        "funnel_break",
+        "signup_rate",
+        None,
+        None,
+        59 / 60,
+        10,
+        5,
+        "signup flow broken for part of the users: signups, ftds, deposits and NGR about -30% on every "
+        "source while clicks stay normal",
+    ),
 )
 
 
@@ -224,11 +240,11 @@ def demo_dataset(days: int = 60, seed: int = 7, start: datetime | None = None) -
     calendar = _calendar(start, days * _HOURS_PER_DAY)
     end = start + timedelta(days=days)
     incidents = _place_incidents(start, end)
-    windows = {inc.integration_id: _window_mask(calendar, inc) for inc in incidents}
+    windows = {inc.kind: _window_mask(calendar, inc) for inc in incidents}
     files = [
-        *_acme_files(_rng(seed, ACME), calendar, windows.get(ACME)),
-        *_globex_files(_rng(seed, GLOBEX), calendar, windows.get(GLOBEX)),
-        *_initech_files(_rng(seed, INITECH), calendar, windows.get(INITECH)),
+        *_acme_files(_rng(seed, ACME), calendar, windows.get("source_crater"), windows.get("funnel_break")),
+        *_globex_files(_rng(seed, GLOBEX), calendar, windows.get("click_spike")),
+        *_initech_files(_rng(seed, INITECH), calendar, windows.get("ticket_surge")),
     ]
     files.sort(key=lambda f: (f.period_start, f.key))
     return DemoDataset(
@@ -361,7 +377,10 @@ _ACME_HEADER: Final = "timestamp,source,clicks,signups,ftds,deposits,ngr\n"
 
 
 def _acme_files(
-    rng: np.random.Generator, calendar: _Calendar, crater: npt.NDArray[np.bool_] | None
+    rng: np.random.Generator,
+    calendar: _Calendar,
+    crater: npt.NDArray[np.bool_] | None,
+    funnel: npt.NDArray[np.bool_] | None = None,
 ) -> list[SyncFile]:
     hours = len(calendar.starts)
     per_source: list[list[str]] = []
@@ -371,6 +390,8 @@ def _acme_files(
         if crater is not None and source.name == _CRATER_SOURCE:
             expected = np.where(crater, expected * 0.20, expected)  # clicks -80%
             signup_rate = np.where(crater, signup_rate * 0.75, signup_rate)  # ftds and NGR about -85%
+        if funnel is not None:
+            signup_rate = np.where(funnel, signup_rate * 0.45, signup_rate)  # the funnel -55%, clicks normal
         clicks = _counts(rng, expected)
         signups = rng.binomial(clicks, signup_rate)
         ftds = rng.binomial(signups, source.ftd_rate)

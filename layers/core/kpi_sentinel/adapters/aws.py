@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -27,10 +28,13 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from kpi_sentinel.calendar import GLOBAL
-from kpi_sentinel.ports import StateConflict, StoredState
+from kpi_sentinel.forest.planner import SHARDS, shard_of
+from kpi_sentinel.ports import ActiveIntegration, StateConflict, StoredState
 
 CHUNK_BYTES = 350_000
 OUTBOX_TTL_SECONDS = 14 * 86400
+LEDGER_TTL_SECONDS = 35 * 86400
+ACTIVE_INDEX = "ActiveIntegrations"
 _RETRIES = Config(retries={"mode": "standard", "max_attempts": 5})
 
 
@@ -41,8 +45,38 @@ def client(service: str) -> Any:
 
 class S3Objects:
     def get(self, bucket: str, key: str) -> bytes:
-        body: bytes = client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        try:
+            body: bytes = client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                raise FileNotFoundError(f"s3://{bucket}/{key}") from exc
+            raise
         return body
+
+    def list(self, bucket: str, prefix: str, start_after: str = "") -> Iterator[str]:
+        """Keys under ``prefix`` in key order, page by page (stop iterating to stop listing)."""
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        if start_after:
+            kwargs["StartAfter"] = start_after
+        while True:
+            page = client("s3").list_objects_v2(**kwargs)
+            for item in page.get("Contents", []):
+                yield item["Key"]
+            if not page.get("IsTruncated"):
+                return
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+            kwargs.pop("StartAfter", None)
+
+    def delete(self, bucket: str, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            result = client("s3").delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+            )
+            if result.get("Errors"):
+                raise RuntimeError(
+                    f"S3 refused to delete {len(result['Errors'])} object(s): {result['Errors'][:3]}"
+                )
 
     def put(self, bucket: str, key: str, body: bytes, content_type: str) -> None:
         client("s3").put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
@@ -101,6 +135,7 @@ class DynamoState:
         blob: bytes,
         sync_id: str,
         outbox: Sequence[Mapping[str, Any]],
+        index: Mapping[str, Any] | None = None,
     ) -> None:
         pk = {"S": _pk(integration_id)}
         chunks = [blob[i : i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
@@ -114,6 +149,12 @@ class DynamoState:
                     "chunks": {"N": str(len(chunks))},
                     "blob": {"B": chunks[0]},
                     "last_sync": {"S": sync_id},
+                    # The ActiveIntegrations index (see kpi_sentinel.forest.planner).
+                    "active_shard": {"S": shard_of(integration_id)},
+                    "integration_id": {"S": integration_id},
+                    "last_sync_at": {"N": str(int(time.time()))},
+                    "tier": {"S": str((index or {}).get("tier", "standard"))},
+                    "granularity": {"N": str(int((index or {}).get("granularity", 0)))},
                 },
                 "ConditionExpression": "attribute_not_exists(pk) OR version = :v",
                 "ExpressionAttributeValues": {":v": {"N": str(expected_version)}},
@@ -164,6 +205,141 @@ class DynamoState:
         client("dynamodb").delete_item(
             TableName=self.table, Key={"pk": {"S": _pk(integration_id)}, "sk": {"S": f"outbox#{sync_id}"}}
         )
+
+
+class DynamoActiveIndex:
+    """Active integrations from the state table's sparse ``ActiveIntegrations`` index, shard by shard."""
+
+    def __init__(self, table: str, threads: int = 8) -> None:
+        self.table = table
+        self.threads = threads
+
+    def _shard(self, shard: str, since: float, tier: str | None) -> list[ActiveIntegration]:
+        values: dict[str, Any] = {":shard": {"S": shard}, ":since": {"N": str(int(since))}}
+        condition = "last_sync_at >= :since"
+        if tier is not None:
+            condition += " AND tier = :tier"
+            values[":tier"] = {"S": tier}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": ACTIVE_INDEX,
+            "KeyConditionExpression": "active_shard = :shard",
+            "FilterExpression": condition,
+            "ExpressionAttributeValues": values,
+        }
+        found = []
+        while True:
+            page = client("dynamodb").query(**kwargs)
+            for item in page["Items"]:
+                found.append(
+                    ActiveIntegration(
+                        integration_id=item["integration_id"]["S"],
+                        tier=item.get("tier", {}).get("S", "standard"),
+                        granularity=int(item.get("granularity", {}).get("N", "0")),
+                        last_sync_at=float(item["last_sync_at"]["N"]),
+                    )
+                )
+            if "LastEvaluatedKey" not in page:
+                return found
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def active(self, since: float, tier: str | None = None) -> Iterator[ActiveIntegration]:
+        shards = [f"shard#{n:02d}" for n in range(SHARDS)]
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            for found in pool.map(lambda s: self._shard(s, since, tier), shards):
+                yield from found
+
+
+class DynamoLedger:
+    """``published#<alert id>`` items in the state table (expire after 35 days)."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    def unpublished(self, integration_id: str, alert_ids: Sequence[str]) -> list[str]:
+        seen: set[str] = set()
+        ids = list(dict.fromkeys(alert_ids))
+        for start in range(0, len(ids), 100):
+            keys = [
+                {"pk": {"S": _pk(integration_id)}, "sk": {"S": f"published#{a}"}}
+                for a in ids[start : start + 100]
+            ]
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ProjectionExpression": "sk"}}
+            for _ in range(8):
+                page = client("dynamodb").batch_get_item(RequestItems=request)
+                seen.update(
+                    i["sk"]["S"].removeprefix("published#") for i in page["Responses"].get(self.table, [])
+                )
+                request = page.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError("DynamoDB kept keys unprocessed while reading the alert ledger")
+        return [a for a in ids if a not in seen]
+
+    def mark_published(self, integration_id: str, alert_ids: Sequence[str]) -> None:
+        expires = str(int(time.time()) + LEDGER_TTL_SECONDS)
+        ids = list(dict.fromkeys(alert_ids))
+        for start in range(0, len(ids), 25):
+            puts = [
+                {
+                    "PutRequest": {
+                        "Item": {
+                            "pk": {"S": _pk(integration_id)},
+                            "sk": {"S": f"published#{a}"},
+                            "expires_at": {"N": expires},
+                        }
+                    }
+                }
+                for a in ids[start : start + 25]
+            ]
+            request: dict[str, Any] = {self.table: puts}
+            for _ in range(8):
+                request = (
+                    client("dynamodb").batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+                )
+                if not request:
+                    break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError("DynamoDB kept writes unprocessed while recording published alerts")
+
+
+class SqsJobQueue:
+    """Sends jobs as JSON messages, 10 per SendMessageBatch call, calls spread over a few threads."""
+
+    def __init__(self, queue_url: str, threads: int = 8) -> None:
+        self.queue_url = queue_url
+        self.threads = threads
+
+    def _send(self, jobs: Sequence[Mapping[str, Any]]) -> None:
+        entries = [
+            {"Id": str(n), "MessageBody": json.dumps(job, separators=(",", ":"))}
+            for n, job in enumerate(jobs)
+        ]
+        for _ in range(5):
+            result = client("sqs").send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            failed = {f["Id"] for f in result.get("Failed", [])}
+            if not failed:
+                return
+            entries = [e for e in entries if e["Id"] in failed]
+            time.sleep(0.2)
+        raise RuntimeError(f"SQS refused {len(entries)} job(s) after retries")
+
+    def send(self, jobs: Sequence[Mapping[str, Any]]) -> None:
+        chunks = [jobs[i : i + 10] for i in range(0, len(jobs), 10)]
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            list(pool.map(self._send, chunks))
+
+
+def secret_value(secret_id: str) -> bytes:
+    """A Secrets Manager secret's string value as bytes (the model signing key)."""
+    value = client("secretsmanager").get_secret_value(SecretId=secret_id)
+    secret = value.get("SecretString")
+    if not secret:
+        raise RuntimeError(f"secret {secret_id} has no string value")
+    return str(secret).encode()
 
 
 class DynamoControl:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from kpi_sentinel.calendar import GLOBAL
-from kpi_sentinel.ports import StateConflict, StoredState
+from kpi_sentinel.ports import ActiveIntegration, StateConflict, StoredState
 
 
 class MemoryObjects:
@@ -30,11 +31,20 @@ class MemoryObjects:
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         return sorted(k for b, k in self.objects if b == bucket and k.startswith(prefix))
 
+    def list(self, bucket: str, prefix: str, start_after: str = "") -> Iterator[str]:
+        yield from (k for k in self.keys(bucket, prefix) if k > start_after)
+
+    def delete(self, bucket: str, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.objects.pop((bucket, key), None)
+
 
 class MemoryState:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.items: dict[str, StoredState] = {}
+        self.index: dict[str, ActiveIntegration] = {}
+        self.clock: Callable[[], float] = time.time
 
     def load(self, integration_id: str) -> StoredState:
         with self._lock:
@@ -50,6 +60,7 @@ class MemoryState:
         blob: bytes,
         sync_id: str,
         outbox: Sequence[Mapping[str, Any]],
+        index: Mapping[str, Any] | None = None,
     ) -> None:
         with self._lock:
             current = self.items.get(integration_id, StoredState(None, 0))
@@ -59,6 +70,18 @@ class MemoryState:
             if outbox:
                 pending[sync_id] = [dict(a) for a in outbox]
             self.items[integration_id] = StoredState(blob, expected_version + 1, pending)
+            self.index[integration_id] = ActiveIntegration(
+                integration_id,
+                str((index or {}).get("tier", "standard")),
+                int((index or {}).get("granularity", 0)),
+                self.clock(),
+            )
+
+    def active(self, since: float, tier: str | None = None) -> Iterator[ActiveIntegration]:
+        """The planner's view of this store (what the ActiveIntegrations index gives in DynamoDB)."""
+        with self._lock:
+            found = sorted(self.index.values(), key=lambda a: a.integration_id)
+        yield from (a for a in found if a.last_sync_at >= since and (tier is None or a.tier == tier))
 
     def clear_outbox(self, integration_id: str, sync_id: str) -> None:
         with self._lock:
@@ -90,3 +113,23 @@ class MemoryPublisher:
 
     def publish(self, alerts: Sequence[Mapping[str, Any]]) -> None:
         self.published.extend(alerts)
+
+
+class MemoryLedger:
+    def __init__(self) -> None:
+        self.published: dict[str, set[str]] = {}
+
+    def unpublished(self, integration_id: str, alert_ids: Sequence[str]) -> list[str]:
+        seen = self.published.get(integration_id, set())
+        return [a for a in dict.fromkeys(alert_ids) if a not in seen]
+
+    def mark_published(self, integration_id: str, alert_ids: Sequence[str]) -> None:
+        self.published.setdefault(integration_id, set()).update(alert_ids)
+
+
+class MemoryQueue:
+    def __init__(self) -> None:
+        self.jobs: list[Mapping[str, Any]] = []
+
+    def send(self, jobs: Sequence[Mapping[str, Any]]) -> None:
+        self.jobs.extend(jobs)

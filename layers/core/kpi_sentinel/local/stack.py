@@ -1,19 +1,22 @@
 """The local stack: moto in server mode on 127.0.0.1, resources created from ``template.yaml``.
 
 moto's CloudFormation creates the data plane (buckets, queues, topics, tables, keys) but silently
-skips some types (SNS subscriptions, SQS queue policies, DynamoDB TTL). Those are created here
-through the APIs, from the same template properties, and :meth:`LocalStack.missing` proves every
-template resource exists locally. What moto cannot run at all — Lambda functions, their event source
-mappings — the runner does: :meth:`LocalStack.drain` polls a function's SQS sources and calls its real
-handler with the environment the template gives it.
+skips some types (SNS subscriptions, SQS queue policies, DynamoDB TTL, Secrets Manager secrets).
+Those are created here through the APIs, from the same template properties, and
+:meth:`LocalStack.missing` proves every template resource exists locally. What moto cannot run at
+all — Lambda functions, their event source mappings, schedules — the runner does:
+:meth:`LocalStack.drain` polls a function's SQS sources and :meth:`LocalStack.trigger` delivers one of
+its schedule events, each calling the real handler with the environment the template gives it.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import logging
 import os
+import secrets
 import socket
 import sys
 import time
@@ -22,6 +25,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -35,7 +39,7 @@ PSEUDO = {
 DATA_PLANE = {
     "AWS::KMS::Key", "AWS::KMS::Alias", "AWS::S3::Bucket", "AWS::S3::BucketPolicy", "AWS::SQS::Queue",
     "AWS::SQS::QueuePolicy", "AWS::SNS::Topic", "AWS::SNS::TopicPolicy", "AWS::SNS::Subscription",
-    "AWS::DynamoDB::Table",
+    "AWS::DynamoDB::Table", "AWS::SecretsManager::Secret",
 }  # fmt: skip
 # Run by this runner rather than by moto: functions (their handlers are called directly), and what
 # only exists to serve them in AWS (layers are on the local import path, roles and log groups are
@@ -46,6 +50,17 @@ RUNNER = {
     "AWS::IAM::Role",
     "AWS::Logs::LogGroup",
 }
+# Function event types that are EventBridge rules (Schedule) or EventBridge Scheduler schedules
+# (ScheduleV2): they never fire locally, LocalStack.trigger delivers them on demand.
+SCHEDULE_EVENTS = {"Schedule", "ScheduleV2"}
+# Modules holding cached AWS clients or settings read from the environment, and the cached callables.
+CACHED_MODULES = (
+    "kpi_sentinel.adapters.aws",
+    "kpi_sentinel.handlers.scorer",
+    "kpi_sentinel.handlers.planner",
+    "kpi_sentinel.handlers.retrainer",
+)
+CACHED_ATTRIBUTES = ("client", "_aws_ports", "_signing_key")
 
 
 def repo_root() -> Path:
@@ -77,6 +92,8 @@ class FunctionSpec:
     handler: str  # module.path:function
     environment: dict[str, str]
     sqs_sources: list[tuple[str, int]]  # (queue logical id, batch size)
+    # Schedule event name -> the rule's Input parsed from JSON ({} when the rule has none).
+    schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -139,10 +156,10 @@ class LocalStack:
 
     @staticmethod
     def _reset_client_caches() -> None:
-        for name in ("kpi_sentinel.adapters.aws", "kpi_sentinel.handlers.scorer"):
+        for name in CACHED_MODULES:
             module = sys.modules.get(name)
             if module is not None:
-                for attr in ("client", "_aws_ports"):
+                for attr in CACHED_ATTRIBUTES:
                     cached = getattr(module, attr, None)
                     if cached is not None and hasattr(cached, "cache_clear"):
                         cached.cache_clear()
@@ -273,6 +290,7 @@ class LocalStack:
                 "AWS::SNS::TopicPolicy": raw,
                 "AWS::DynamoDB::Table": {"TimeToLiveSpecification": raw.get("TimeToLiveSpecification", {})},
                 "AWS::S3::Bucket": {k: v for k, v in raw.items() if k == "NotificationConfiguration"},
+                "AWS::SecretsManager::Secret": {k: v for k, v in raw.items() if k == "Description"},
             }.get(kind, {})
             props = self.resolve(needed)
             if kind == "AWS::SNS::Subscription" and not self._exists(lid):
@@ -318,6 +336,8 @@ class LocalStack:
                         "AttributeName": props["TimeToLiveSpecification"]["AttributeName"],
                     },
                 )
+            elif kind == "AWS::SecretsManager::Secret" and not self._exists(lid):
+                self.physical[lid] = self._create_secret(lid, props.get("Description", ""))
             elif kind == "AWS::S3::Bucket" and "NotificationConfiguration" in props:
                 s3 = self.client("s3")
                 current = s3.get_bucket_notification_configuration(Bucket=self.physical[lid])
@@ -326,6 +346,22 @@ class LocalStack:
                         Bucket=self.physical[lid],
                         NotificationConfiguration=_notification(props["NotificationConfiguration"]),
                     )
+
+    def _create_secret(self, lid: str, description: str) -> str:
+        """The secret with a random value (its GenerateSecretString: 64 alphanumeric characters; the
+        KmsKeyId is not needed locally); returns its ARN, what ``!Ref`` of a secret gives."""
+        secretsmanager = self.client("secretsmanager")
+        name = f"{STACK}-{lid}"
+        try:
+            found = secretsmanager.describe_secret(SecretId=name)
+        except secretsmanager.exceptions.ResourceNotFoundException:
+            created = secretsmanager.create_secret(
+                Name=name, Description=description, SecretString=secrets.token_hex(32)
+            )
+            return str(created["ARN"])
+        if "DeletedDate" in found:  # deleted behind the stack's back: still recoverable
+            secretsmanager.restore_secret(SecretId=name)
+        return str(found["ARN"])
 
     def _exists(self, lid: str) -> bool:
         """Whether the resource really exists in moto (not only in moto's CloudFormation records)."""
@@ -349,6 +385,12 @@ class LocalStack:
             return physical in {k["KeyId"] for k in self.client("kms").list_keys()["Keys"]}
         if kind == "AWS::KMS::Alias":
             return physical in {a["AliasName"] for a in self.client("kms").list_aliases()["Aliases"]}
+        if kind == "AWS::SecretsManager::Secret":
+            secretsmanager = self.client("secretsmanager")
+            try:
+                return "DeletedDate" not in secretsmanager.describe_secret(SecretId=physical)
+            except secretsmanager.exceptions.ResourceNotFoundException:
+                return False
         if kind == "AWS::SQS::QueuePolicy":
             props = self.resolve(self.template["Resources"][lid]["Properties"])
             return all(
@@ -391,12 +433,20 @@ class LocalStack:
         env.update(self.resolve(props.get("Environment", {}).get("Variables", {})))
         code = str(props["CodeUri"]).strip("/").replace("/", ".")
         module, function = str(props.get("Handler", globals_.get("Handler"))).rsplit(".", 1)
+        events: dict[str, Any] = props.get("Events", {})
         sources = [
             (event["Properties"]["Queue"]["Fn::GetAtt"][0], int(event["Properties"].get("BatchSize", 10)))
-            for event in props.get("Events", {}).values()
+            for event in events.values()
             if event["Type"] == "SQS"
         ]
-        return FunctionSpec(lid, f"{code}.{module}:{function}", {k: str(v) for k, v in env.items()}, sources)
+        schedules = {
+            name: json.loads(event["Properties"]["Input"]) if "Input" in event["Properties"] else {}
+            for name, event in events.items()
+            if event["Type"] in SCHEDULE_EVENTS
+        }
+        return FunctionSpec(
+            lid, f"{code}.{module}:{function}", {k: str(v) for k, v in env.items()}, sources, schedules
+        )
 
     def handler(self, function_id: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
         spec = self.functions[function_id]
@@ -410,6 +460,20 @@ class LocalStack:
             importlib.import_module(module), name
         )
         return loaded
+
+    def trigger(self, function_id: str, event_name: str) -> dict[str, Any]:
+        """Fire one of the function's schedules now, as EventBridge would; returns the handler's result.
+
+        A rule with an Input delivers exactly that JSON; one without delivers a Scheduled Event
+        envelope with ``time`` set to now (an Input of ``{}`` is therefore delivered as the envelope).
+        """
+        spec = self.functions[function_id]
+        if event_name not in spec.schedules:
+            known = ", ".join(spec.schedules) or "none"
+            raise KeyError(f"{function_id} has no schedule event {event_name!r} (it has: {known})")
+        event = spec.schedules[event_name] or scheduled_event(f"{STACK}-{function_id}-{event_name}")
+        # A copy: a handler that changes its event must not change the next delivery.
+        return self.handler(function_id)(copy.deepcopy(event), lambda_context(function_id))
 
     def queue_url(self, logical_id: str) -> str:
         return self._ref_value(logical_id)
@@ -491,6 +555,21 @@ def sqs_record(message: Mapping[str, Any], queue_arn: str) -> dict[str, Any]:
         "eventSource": "aws:sqs",
         "eventSourceARN": queue_arn,
         "awsRegion": REGION,
+    }
+
+
+def scheduled_event(rule_name: str) -> dict[str, Any]:
+    """The event an EventBridge schedule rule without an Input delivers."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": PSEUDO["AWS::AccountId"],
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{PSEUDO['AWS::AccountId']}:rule/{rule_name}"],
+        "detail": {},
     }
 
 
