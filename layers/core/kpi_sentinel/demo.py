@@ -4,6 +4,12 @@ Syncs go into the local ingest bucket; S3 notifies the ingest queue; the runner 
 the real ``ewma_scorer`` handler in batches, as Lambda would; alerts travel through the SNS topic to
 the support-triage and kpi-report queues, from which the demo reads them back. It also drops one
 unreadable file and one file with bad rows, and snoozes one metric, to show what happens to them.
+
+After the backfill the runner fires the nightly retrain schedule for the night after the data ends:
+the real ``retrain_planner`` enqueues one job per active integration and the real
+``iforest_retrainer`` trains each isolation forest on the scorer's history, stores it signed in the
+data bucket and scores the last day, where the data carries a funnel break (clicks normal, the
+funnel -55%). The summary says which detector caught which incident.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from typing import Any, TextIO
 from kpi_sentinel.synthetic import DemoDataset, Incident, SyncFile, demo_dataset, incident_to_dict
 
 SCORER = "EwmaScorerFunction"
+PLANNER = "RetrainPlannerFunction"
+RETRAINER = "IforestRetrainerFunction"
+DETECTORS = ("ewma", "isolation_forest")
 SNOOZED = {"integration_id": "globex-traffic", "metric": "ftds", "reason": "demo: attribution rework"}
 
 
@@ -71,12 +80,24 @@ def bad_inputs(dataset: DemoDataset) -> list[SyncFile]:
 
 
 def caught(incident: Incident, alerts: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """The first warning-or-worse alert inside the incident's window that names its series."""
+    """The first warning-or-worse alert inside the incident's window that names its series.
+
+    An EWMA alert names it by its metric (and the slice, itself or as a top contributor); an isolation
+    forest alert, which is about the integration's metrics together, by having the metric among the
+    features that moved (its contributors).
+    """
     start, end = incident.start.isoformat(), incident.end.isoformat()
     for alert in sorted(alerts, key=lambda a: a["period_start"]):
         if alert["integration_id"] != incident.integration_id or alert["severity"] == "info":
             continue
-        if not start <= alert["period_start"] <= end or alert["metric"] != incident.metric:
+        if not start <= alert["period_start"] <= end:
+            continue
+        if alert["detector"] == "isolation_forest":
+            moved = {alert["metric"]} | {c["value"] for c in alert["contributors"][:2]}
+            if incident.metric in moved:
+                return alert
+            continue
+        if alert["metric"] != incident.metric:
             continue
         names = {alert.get("dimension_value")} | {c["value"] for c in alert["contributors"][:2]}
         if incident.dimension_value is None or incident.dimension_value in names:
@@ -98,7 +119,7 @@ def read_queue(stack: Any, queue_id: str) -> list[dict[str, Any]]:
 
 def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdout) -> dict[str, Any]:
     from kpi_sentinel.adapters.aws import DynamoControl
-    from kpi_sentinel.handlers import scorer
+    from kpi_sentinel.handlers import retrainer, scorer
     from kpi_sentinel.local.stack import local_stack
     from kpi_sentinel.outputs import alert_row, html_page, write_alerts
 
@@ -108,14 +129,21 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
     started = time.perf_counter()
     say("kpi-sentinel demo: starting a local AWS stack (moto) from template.yaml ...")
     stats = DemoStats()
+    jobs: list[Any] = []
     scorer.observers.append(stats.observe)
+    retrainer.observers.append(jobs.append)
     try:
         with local_stack() as stack:
             # A person watches this run: the scorer logs warnings only and keeps its metrics to itself.
             stack.functions[SCORER].environment.update(
                 {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
             )
+            for function in (SCORER, PLANNER, RETRAINER):
+                stack.functions[function].environment.update(
+                    {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+                )
             scorer.logger.setLevel("WARNING")
+            retrainer.logger.setLevel("WARNING")
             logging.getLogger("kpi_sentinel").setLevel(logging.ERROR)  # the summary reports quarantines
             say(f"  stack up in {time.perf_counter() - started:.1f}s at {stack.endpoint}; "
                 f"{len(stack.types)} template resources, missing locally: {stack.missing() or 'none'}")  # fmt: skip
@@ -140,23 +168,37 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
                         say(f"  {day}  files {n:>5}/{len(files)}  rows scored {stats.rows_scored:>7}  "
                             f"alerts {stats.alerts_published:>4}  ({time.perf_counter() - started:.0f}s)")  # fmt: skip
             stack.drain(SCORER)
+            say(f"  nightly retrain for the night of {dataset.end:%Y-%m-%d}: planner -> RetrainQueue -> "
+                f"iforest_retrainer ...")  # fmt: skip
+            planned = stack.trigger(PLANNER, "NightlyRetrain", {"as_of": dataset.end.isoformat()})
+            stack.drain(RETRAINER)
+            retrainer.metrics.clear_metrics()
+            for job in jobs:
+                say(f"    {job.integration_id:<16} {job.status:<8} {len(job.features)} features, "
+                    f"{job.training_rows} training periods, {job.alerts_published} alert(s) "
+                    f"({job.seconds:.1f}s){'; ' + job.reason if job.reason else ''}")  # fmt: skip
             alerts = read_queue(stack, "KpiReportQueue")
             triage = read_queue(stack, "SupportTriageQueue")
             dead = {q: len(read_queue(stack, q)) for q in ("IngestDLQ", "SupportTriageDLQ", "KpiReportDLQ")}
     finally:
         scorer.observers.remove(stats.observe)
+        retrainer.observers.remove(jobs.append)
 
     alerts.sort(key=lambda a: (a["period_start"], a["integration_id"], a["metric"]))
     out.mkdir(parents=True, exist_ok=True)
     jsonl, table = write_alerts(alerts, out)
     results: list[dict[str, Any]] = []
     for incident in dataset.incidents:
-        hit = caught(incident, alerts)
+        by_detector = {d: caught(incident, [a for a in alerts if a["detector"] == d]) for d in DETECTORS}
+        found = [a for a in by_detector.values() if a is not None]
+        hit = min(found, key=lambda a: a["period_start"]) if found else None
         delay = None
         if hit:
             delay = (datetime.fromisoformat(hit["period_start"]) - incident.start) // timedelta(hours=1)
         results.append({**incident_to_dict(incident), "caught": hit is not None, "delay_hours": delay,
-                        "alert_summary": hit["summary"] if hit else None})  # fmt: skip
+                        "caught_by": [d for d, a in by_detector.items() if a is not None],
+                        "alert_summary": hit["summary"] if hit else None,
+                        "alert_summaries": {d: a["summary"] for d, a in by_detector.items() if a}})  # fmt: skip
     per_integration = Counter((a["integration_id"], a["severity"]) for a in alerts)
     summary = {
         "files": stats.files,
@@ -173,6 +215,30 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
         "alerts_on_support_triage_queue": len(triage),
         "dead_letters": dead,
         "alerts_by_integration": {f"{i}/{s}": c for (i, s), c in sorted(per_integration.items())},
+        "alerts_by_detector": dict(Counter(a["detector"] for a in alerts)),
+        "nightly_retrain": {
+            "run_id": planned["run_id"],
+            "jobs_enqueued": planned["enqueued"],
+            "jobs": [
+                {
+                    k: v
+                    for k, v in job.record().items()
+                    if k
+                    in (
+                        "integration_id",
+                        "status",
+                        "reason",
+                        "model_version",
+                        "features",
+                        "training_rows",
+                        "rows_scored",
+                        "alerts_published",
+                        "seconds",
+                    )
+                }
+                for job in jobs
+            ],
+        },
         "incidents": results,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -181,11 +247,17 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
         json.dumps([incident_to_dict(i) for i in dataset.incidents], indent=2)
     )
     sections: list[tuple[str, Sequence[str], Sequence[Sequence[Any]]]] = [
-        ("Injected incidents", ("kind", "integration", "window", "caught", "delay (h)", "first alert"),
-         [(r["kind"], r["integration_id"], f"{r['start']} … {r['end']}", "yes" if r["caught"] else "MISSED",
-           r["delay_hours"], r["alert_summary"] or "") for r in results]),
+        ("Injected incidents", ("kind", "integration", "window", "caught by", "delay (h)", "first alert"),
+         [(r["kind"], r["integration_id"], f"{r['start']} … {r['end']}",
+           ", ".join(r["caught_by"]) if r["caught"] else "MISSED", r["delay_hours"],
+           r["alert_summaries"]) for r in results]),
+        ("Nightly isolation-forest retrain", ("integration", "status", "model version", "features",
+                                              "training periods", "periods scored", "alerts", "seconds"),
+         [(j.integration_id, j.status if not j.reason else f"{j.status}: {j.reason}", j.model_version,
+           j.features, j.training_rows, j.rows_scored, j.alerts_published, j.seconds) for j in jobs]),
         ("Pipeline", ("measure", "value"),
-         [(k, v) for k, v in summary.items() if k not in ("incidents", "alerts_by_integration")]),
+         [(k, v) for k, v in summary.items()
+         if k not in ("incidents", "alerts_by_integration", "nightly_retrain")]),
         ("Alerts", ("id", "integration", "detector", "severity", "metric", "dimension", "value", "period",
                     "observed", "expected", "change %", "score", "direction", "top contributor", "share",
                     "summary"),
@@ -207,10 +279,17 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
             f"{s} {per_integration[(integration, s)]}" for s in ("critical", "warning", "info")
         )
         say(f"  {integration}: {counts}")
+    per_detector = Counter(a["detector"] for a in alerts)
+    say(f"Alerts by detector: {', '.join(f'{d} {n}' for d, n in sorted(per_detector.items()))}")
     say("Injected incidents:")
     for r in results:
-        verdict = f"CAUGHT after {r['delay_hours']} h: {r['alert_summary']}" if r["caught"] else "MISSED"
-        say(f"  {r['kind']:<14} {r['integration_id']:<16} {r['start'][:16]}  {verdict}")
+        if r["caught"]:
+            verdict = f"CAUGHT by {' and '.join(r['caught_by'])} after {r['delay_hours']} h"
+            say(f"  {r['kind']:<14} {r['integration_id']:<16} {r['start'][:16]}  {verdict}")
+            for detector, text in r["alert_summaries"].items():
+                say(f"      {detector}: {text}")
+        else:
+            say(f"  {r['kind']:<14} {r['integration_id']:<16} {r['start'][:16]}  MISSED")
     say(f"Caught {sum(r['caught'] for r in results)} of {len(results)} injected incidents "
         f"in {summary['seconds']}s.")  # fmt: skip
     say(f"Output: {out.resolve()}  (index.html, {jsonl.name}, {table.name}, summary.json)")

@@ -461,11 +461,15 @@ class LocalStack:
         )
         return loaded
 
-    def trigger(self, function_id: str, event_name: str) -> dict[str, Any]:
+    def trigger(
+        self, function_id: str, event_name: str, extra: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Fire one of the function's schedules now, as EventBridge would; returns the handler's result.
 
         A rule with an Input delivers exactly that JSON; one without delivers a Scheduled Event
         envelope with ``time`` set to now (an Input of ``{}`` is therefore delivered as the envelope).
+        ``extra`` adds fields to the delivered event, e.g. ``as_of`` to replay a past night over
+        synthetic data.
         """
         spec = self.functions[function_id]
         if event_name not in spec.schedules:
@@ -473,7 +477,8 @@ class LocalStack:
             raise KeyError(f"{function_id} has no schedule event {event_name!r} (it has: {known})")
         event = spec.schedules[event_name] or scheduled_event(f"{STACK}-{function_id}-{event_name}")
         # A copy: a handler that changes its event must not change the next delivery.
-        return self.handler(function_id)(copy.deepcopy(event), lambda_context(function_id))
+        delivered = {**copy.deepcopy(event), **(extra or {})}
+        return self.handler(function_id)(delivered, lambda_context(function_id))
 
     def queue_url(self, logical_id: str) -> str:
         return self._ref_value(logical_id)
