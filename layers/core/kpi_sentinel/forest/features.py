@@ -124,6 +124,45 @@ def read_history(objects: Iterable[tuple[str, bytes]]) -> pd.DataFrame:
     return frame
 
 
+DAILY_COLUMNS = ("period_start", "metric", "observed", "expected", "status", "alerted")
+
+
+def daily_body(rows: pd.DataFrame) -> bytes:
+    """One closed day of :func:`read_history` rows as the retrainer's compacted object (gzip CSV)."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(DAILY_COLUMNS)
+    alerted = rows["alerted"] if "alerted" in rows.columns else pd.Series(False, index=rows.index)
+    for record in zip(
+        rows["period_start"], rows["metric"], rows["observed"], rows["expected"], rows["status"],
+        alerted.map(lambda a: "1" if a else ""), strict=True,
+    ):  # fmt: skip
+        writer.writerow(record)
+    return gzip.compress(text.getvalue().encode(), compresslevel=6, mtime=0)
+
+
+def read_daily(key: str, body: bytes) -> pd.DataFrame:
+    """A compacted day back into :func:`read_history` rows."""
+    try:
+        reader = csv.reader(io.StringIO(gzip.decompress(body).decode("utf-8")))
+        header = next(reader, None)
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise HistoryError(f"{key}: not a gzip UTF-8 CSV daily object ({exc})") from exc
+    if header is None or tuple(header) != DAILY_COLUMNS:
+        raise HistoryError(f"{key}: daily object header is {header}, expected {list(DAILY_COLUMNS)}")
+    columns: dict[str, list[str]] = {name: [] for name in DAILY_COLUMNS}
+    for line, row in enumerate(reader, start=2):
+        if len(row) != len(DAILY_COLUMNS):
+            raise HistoryError(f"{key}: row {line} has {len(row)} fields, the header {len(DAILY_COLUMNS)}")
+        for name, value in zip(DAILY_COLUMNS, row, strict=True):
+            columns[name].append(value)
+    flags = columns.pop("alerted")
+    frame = pd.DataFrame(columns)
+    frame["alerted"] = [flag == "1" for flag in flags]
+    frame["dimension"] = ""
+    return frame
+
+
 def feature_kinds(config: IntegrationConfig | None, metrics: Iterable[str]) -> dict[str, FeatureKind]:
     """Which history metrics are features, and of which kind (ratios and rates vs levels)."""
     ratio_names = {s.name for s in config.specs() if isinstance(s, RatioSpec | RateSpec)} if config else set()

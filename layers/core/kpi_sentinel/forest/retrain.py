@@ -31,7 +31,15 @@ from kpi_sentinel.alerts import snooze_matches
 from kpi_sentinel.calendar import calendar_periods, parse_events
 from kpi_sentinel.config import IntegrationConfig
 from kpi_sentinel.forest.explain import flagged_alerts
-from kpi_sentinel.forest.features import FeatureFrame, feature_frame, history_dates, read_history, usable_days
+from kpi_sentinel.forest.features import (
+    FeatureFrame,
+    daily_body,
+    feature_frame,
+    history_dates,
+    read_daily,
+    read_history,
+    usable_days,
+)
 from kpi_sentinel.forest.model import ForestModel, ModelRefused, load_verified, serialise, train
 from kpi_sentinel.ports import ForestPorts
 from kpi_sentinel.scoring import IntegrationState
@@ -160,21 +168,62 @@ def _context(job: Job, ports: ForestPorts) -> tuple[IntegrationConfig | None, in
     return (state.config, state.granularity) if state else (None, None)
 
 
+def daily_prefix(integration_id: str) -> str:
+    return f"models/{integration_id}/daily/"
+
+
 def read_window(
     ports: ForestPorts, settings: ForestSettings, integration_id: str, start: datetime, end: datetime
 ) -> tuple[pd.DataFrame, int]:
-    """History rows of ``[start, end)`` (whole date partitions; the caller trims) and the object count."""
+    """History rows of ``[start, end)`` (whole date partitions; the caller trims) and the objects read.
+
+    The scorer writes one history object per sync and date: 90 days of hourly data are 2,160 objects,
+    of 5-minute data 25,920. So the first job that reads a *closed* date (one the scorer has moved
+    past: a later date has history, and any row that still arrives for it is late and never a feature)
+    compacts its metric totals into one object under ``models/<id>/daily/``; later jobs read that
+    instead. A nightly retrain then reads about one object per day plus the last day's raw objects.
+    Compacted days older than the window are deleted.
+    """
     dates = history_dates(start, end)
-    prefix = f"history/integration={integration_id}/"
-    keys = []
-    for key in ports.objects.list(settings.data_bucket, prefix, start_after=f"{prefix}date={dates[0]}"):
-        date = key[len(prefix) :].split("/", 1)[0].removeprefix("date=")
-        if date > dates[-1]:
-            break
-        keys.append(key)
+    bucket = settings.data_bucket
+    compact_prefix = daily_prefix(integration_id)
+    compacted: dict[str, str] = {}
+    stale: list[str] = []
+    for key in ports.objects.list(bucket, compact_prefix):
+        date = key[len(compact_prefix) :].removeprefix("date=").removesuffix(".csv.gz")
+        if date in dates:
+            compacted[date] = key
+        elif date < dates[0]:
+            stale.append(key)
+    pending = [d for d in dates if d not in compacted]
+    raw: dict[str, list[str]] = {d: [] for d in pending}
+    later_exists = False  # history beyond the window's last date
+    if pending:
+        prefix = f"history/integration={integration_id}/"
+        for key in ports.objects.list(bucket, prefix, start_after=f"{prefix}date={pending[0]}"):
+            date = key[len(prefix) :].split("/", 1)[0].removeprefix("date=")
+            if date > dates[-1]:
+                later_exists = True
+                break
+            if date in raw:
+                raw[date].append(key)
+    keys = [*compacted.values(), *(k for d in pending for k in raw[d])]
     with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
-        bodies = list(pool.map(lambda k: (k, ports.objects.get(settings.data_bucket, k)), keys))
-    return read_history(bodies), len(keys)
+        bodies = dict(zip(keys, pool.map(lambda k: ports.objects.get(bucket, k), keys), strict=True))
+    frames = [read_daily(key, bodies[key]) for key in compacted.values()]
+    last_with_data = max((d for d in pending if raw[d]), default="")
+    for date in pending:
+        rows = read_history((k, bodies[k]) for k in raw[date])
+        frames.append(rows)
+        closed = later_exists or date < last_with_data or any(c > date for c in compacted)
+        if closed:
+            key = f"{compact_prefix}date={date}.csv.gz"
+            ports.objects.put(bucket, key, daily_body(rows), "application/gzip")
+    if stale:
+        ports.objects.delete(bucket, stale)
+    frames = [f for f in frames if not f.empty]
+    history = pd.concat(frames, ignore_index=True) if frames else read_history([])
+    return history, len(keys)
 
 
 def _retrain(job: Job, ports: ForestPorts, settings: ForestSettings) -> JobOutcome:
