@@ -83,7 +83,7 @@ def flagged_alerts(
     integration_id: str,
     granularity: int,
     model_key: str,
-    training_days: int,
+    window_days: int,
 ) -> list[FlaggedAlert]:
     """Alerts for the periods of ``frame`` whose forest score is below the model's threshold."""
     if len(frame) == 0:
@@ -92,11 +92,14 @@ def flagged_alerts(
     z_rows = model.space.transform(frame)
     out: list[FlaggedAlert] = []
     version = str(model.metadata.get("version", ""))
-    for i in np.flatnonzero(scores < model.threshold):
+    # The days the model actually learned from (usable days of its window), not the window's length.
+    training_days = int(model.metadata.get("training_days") or window_days)
+    for i in (int(k) for k in np.flatnonzero(scores < model.threshold)):
         start = frame.periods[i].to_pydatetime()
         ranked = contributions(model, z_rows[i])
-        observed = {n: float(frame.observed[n].iloc[i]) for n in frame.names}
-        expected = {n: float(frame.expected[n].iloc[i]) for n in frame.names}
+        # Every model feature, also one the scored periods lack (a config narrowed since the retrain).
+        observed = {n: _value(frame.observed, n, i) for n in model.features}
+        expected = {n: _value(frame.expected, n, i) for n in model.features}
         top, top_z = ranked[0]
         direction = "up" if top_z > 0 else "down"
         bad = _bad_direction(config, top)
@@ -156,7 +159,7 @@ def flagged_alerts(
             "severity": severity,
             "contributors": found,
             "summary": summary(
-                ranked, observed, expected, dict(frame.kinds), training_days, model.percentile
+                ranked, observed, expected, dict(model.space.kinds), training_days, model.percentile
             ),
             "baseline": f"{training_days}-day isolation forest",
             "tier": config.tier if config else "standard",
@@ -165,6 +168,10 @@ def flagged_alerts(
         }
         out.append(FlaggedAlert(alert, bool(frame.calendar[i])))
     return out
+
+
+def _value(table: Any, name: str, row: int) -> float:
+    return float(table[name].iloc[row]) if name in table.columns else math.nan
 
 
 def _round(value: float) -> float:

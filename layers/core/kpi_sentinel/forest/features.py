@@ -190,9 +190,22 @@ def feature_frame(history: pd.DataFrame, config: IntegrationConfig | None) -> Fe
     usable = usable[usable["metric"].isin(list(kinds))]
     if usable.empty:
         empty = pd.DataFrame(index=pd.DatetimeIndex([], tz="UTC"))
-        return FeatureFrame(empty.index, empty, empty.copy(), np.zeros(0, dtype=bool), kinds, late, unusable)  # type: ignore[arg-type]
+        return FeatureFrame(
+            periods=empty.index,  # type: ignore[arg-type]
+            observed=empty,
+            expected=empty.copy(),
+            calendar=np.zeros(0, dtype=bool),
+            kinds=kinds,
+            alerted=np.zeros(0, dtype=bool),
+            late_rows=late,
+            unusable_rows=unusable,
+        )
+    try:
+        periods = pd.to_datetime(usable["period_start"], utc=True, format="ISO8601")
+    except (ValueError, TypeError) as exc:
+        raise HistoryError(f"history has a period_start that is not an ISO 8601 time: {exc}") from exc
     usable = usable.assign(
-        period=pd.to_datetime(usable["period_start"], utc=True, format="ISO8601"),
+        period=periods,
         observed_value=pd.to_numeric(usable["observed"], errors="coerce"),
         expected_value=pd.to_numeric(usable["expected"], errors="coerce"),
         is_calendar=usable["status"] == "calendar",

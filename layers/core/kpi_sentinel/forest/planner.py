@@ -18,7 +18,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kpi_sentinel.ports import PlannerPorts
@@ -79,7 +79,7 @@ class PlanOutcome:
 
 def plan(request: PlanRequest, ports: PlannerPorts, active_within_days: float = 7.0) -> PlanOutcome:
     now = ports.clock()
-    as_of = (request.as_of or now).replace(second=0, microsecond=0)
+    as_of = (request.as_of or now).astimezone(UTC).replace(second=0, microsecond=0)
     since = (as_of - timedelta(days=active_within_days)).timestamp()
     outcome = PlanOutcome(request.mode, request.tier, run_id(as_of), as_of.isoformat(), by_tier={})
     batch: list[dict[str, Any]] = []

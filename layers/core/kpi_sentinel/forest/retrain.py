@@ -105,8 +105,8 @@ class Job:
         except (KeyError, ValueError) as exc:
             raise BadJob(f"job field 'as_of' must be an ISO 8601 time: {exc}") from exc
         if as_of.tzinfo is None:
-            as_of = as_of.replace(tzinfo=UTC)
-        return cls(iid, mode, run_id, as_of)
+            raise BadJob("job field 'as_of' needs a UTC offset")
+        return cls(iid, mode, run_id, as_of.astimezone(UTC))
 
 
 @dataclass
@@ -305,21 +305,30 @@ def load_latest(ports: ForestPorts, settings: ForestSettings, integration_id: st
     prefix, bucket = model_prefix(integration_id), settings.data_bucket
     try:
         pointer = json.loads(ports.objects.get(bucket, f"{prefix}latest.json"))
-    except (FileNotFoundError, KeyError):
+    except FileNotFoundError:
         return None
-    except Exception as exc:
-        if "NoSuchKey" in type(exc).__name__ or "NoSuchKey" in str(exc):
-            return None
-        raise
-    version, digest = str(pointer["version"]), str(pointer["sha256"])
+    except json.JSONDecodeError as exc:
+        raise ModelRefused(f"latest pointer of {integration_id} is not JSON: {exc}") from exc
+    try:
+        version, digest = str(pointer["version"]), str(pointer["sha256"])
+    except (KeyError, TypeError) as exc:
+        raise ModelRefused(f"latest pointer of {integration_id} is not a version pointer: {exc}") from exc
     cached = _MODELS.get((integration_id, version, digest))
     if cached is not None:
         _MODELS.move_to_end((integration_id, version, digest))
         return cached
-    metadata = json.loads(ports.objects.get(bucket, f"{prefix}{version}.json"))
-    if metadata.get("sha256") != digest:
+    try:
+        metadata = json.loads(ports.objects.get(bucket, f"{prefix}{version}.json"))
+    except FileNotFoundError as exc:
+        raise ModelRefused(f"latest pointer names version {version}, whose metadata is missing") from exc
+    except json.JSONDecodeError as exc:
+        raise ModelRefused(f"metadata of version {version} is not JSON: {exc}") from exc
+    if not isinstance(metadata, dict) or metadata.get("sha256") != digest:
         raise ModelRefused(f"latest pointer and metadata of {version} disagree on the model digest")
-    body = ports.objects.get(bucket, f"{prefix}{version}.joblib")
+    try:
+        body = ports.objects.get(bucket, f"{prefix}{version}.joblib")
+    except FileNotFoundError as exc:
+        raise ModelRefused(f"latest pointer names version {version}, whose model file is missing") from exc
     model = load_verified(body, metadata, ports.signing_key())
     _cache(integration_id, version, digest, model)
     return model
