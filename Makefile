@@ -19,7 +19,9 @@ OUT ?= out/demo
 help:
 	@echo "make demo   run the whole pipeline on a local moto stack with synthetic data and write a report"
 	@echo "make test   lint, type-check, template checks, package size check and the test suite"
-	@echo "make bench  cold import, warm sync processing and detector throughput benchmarks"
+	@echo "make bench  cold import, warm sync processing and detector throughput benchmarks; isolation forest"
+	@echo "            train/score time and peak memory per integration, the planner's fan-out to 50,000"
+	@echo "            integrations on the local stack, and the night's projected wall time and GB-seconds"
 	@echo "make bench-quality  detection quality on a labelled synthetic suite, against naive baselines"
 
 $(VENV)/.installed: requirements/dev.lock pyproject.toml
@@ -64,6 +66,7 @@ package-check: build $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	PYTHONPATH=. $(PY) bench/bench_scorer.py
+	PYTHONPATH=. $(PY) bench/bench_forest.py $(BENCH_ARGS)
 
 bench-quality: $(VENV)/.installed
 	$(PY) bench/bench_quality.py $(BENCH_ARGS)

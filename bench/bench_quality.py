@@ -3,12 +3,23 @@
 1. Generate the suite (seeded): daily, hourly and 5-minute integrations of three archetypes with
    seasonality, trend, volume-dependent noise, low-volume segments, holidays and planned campaigns
    (in the calendar), level shifts, and labelled anomaly windows of every kind.
-2. Replay it through the scorer's code: the EWMA through the scorer's use case on in-memory
-   adapters, the baselines (rolling z-score over 14 periods, static threshold per series) through
-   the same validate → aggregate → score → alert core.
+2. Replay it through the functions' code: the EWMA through the scorer's use case on in-memory
+   adapters; right after each integration's EWMA replay, the nightly isolation forest through its
+   use case (``run_job``) on the same adapters, so it reads the history the scorer wrote (first model
+   once the history holds ``--forest-min-days`` usable days, a retrain every ``--forest-cadence``
+   days, the other days scored by the latest model: every day after the first model is scored once);
+   the baselines (rolling z-score over 14 periods, static threshold per series) through the same
+   validate → aggregate → score → alert core.
 3. Score the alerts against the labels (event recall, precision with false bursts grouped, F2,
-   detection delay, false alarms per series-week, alerts in known events), print the tables and a
-   one-line summary, check the targets, and write bench/results/quality.json.
+   detection delay, false alarms per series-week, alerts in known events) for each detector and for
+   ``ewma+forest``, the union of both detectors' alerts (what users receive), print the tables and a
+   one-line summary, check the targets (for the EWMA, and the same targets for the union), and write
+   bench/results/quality.json.
+
+An isolation_forest alert is about the integration's metric totals together: it matches a window
+when its metric or one of the features that moved is one of the window's metrics, whatever slice
+the window names. Its false alarms are counted per series-week of the EWMA's coverage (the same
+monitored data), so the rates of the EWMA, the forest and the union are comparable.
 
 The exit status is 0 whether or not the targets are met: the targets are reported, not enforced
 (the quality benchmark informs tuning; the unit suite guards behaviour).
@@ -29,7 +40,15 @@ from typing import Any
 
 from kpi_sentinel.quality.evaluate import QualityReport, evaluate, format_table
 from kpi_sentinel.quality.labels import EWMA_TARGETED, Suite
-from kpi_sentinel.quality.replay import ReplayResult, baseline_factories, replay_parallel
+from kpi_sentinel.quality.replay import (
+    FOREST,
+    ForestReplay,
+    ReplayResult,
+    baseline_factories,
+    replay_parallel,
+    replay_with_forest_parallel,
+    union,
+)
 from kpi_sentinel.quality.scenarios import generate_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +61,8 @@ TARGETS = {
     "false_alarms_per_series_week": 0.2,
     "known_event_alerts": 0,
 }
+UNION = "ewma+forest"
+FOREST_TREES = 100  # production's; --forest-trees 50 halves the tree work, results within noise
 
 
 def _commit() -> str | None:
@@ -99,6 +120,60 @@ def beats(ours: QualityReport, baseline: QualityReport) -> bool:
     )
 
 
+def print_targets(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        print(
+            f"  {'ok  ' if row['met'] else 'MISS'} {row['target']:<36} {row['value']!s:<10} goal {row['goal']}"
+        )
+
+
+def forest_schedule(options: ForestReplay) -> str:
+    return (
+        f"first model once the history holds {options.min_training_days} usable days (production: 14), "
+        f"retrain every {options.cadence_days} days of data (production: nightly), the other days scored "
+        f"by the latest model; {options.training_days}-day training window, {options.trees} trees "
+        f"(production: 100), threshold percentile {options.percentile:g} (production: 1)"
+    )
+
+
+def forest_facts(forest: ReplayResult, report: QualityReport, options: ForestReplay) -> dict[str, Any]:
+    """The forest's schedule, jobs, and its recall on the windows that start where it scored."""
+    first = forest.details.get("first_scored", {})
+    seen = [
+        r
+        for r in report.windows
+        if first.get(r.window.integration_id) is not None
+        and r.window.start.isoformat() >= str(first[r.window.integration_id])
+    ]
+    targeted = [r for r in seen if r.targeted]
+    per_kind: dict[str, dict[str, int]] = {}
+    for r in seen:
+        stats = per_kind.setdefault(r.window.kind, {"windows": 0, "caught": 0})
+        stats["windows"] += 1
+        stats["caught"] += int(r.caught)
+    return {
+        "cadence_days": options.cadence_days,
+        "min_training_days": options.min_training_days,
+        "training_days": options.training_days,
+        "trees": options.trees,
+        "threshold_percentile": options.percentile,
+        "score_lookback_minutes": 24 * 60,
+        "schedule": forest_schedule(options),
+        "coverage": "the EWMA's (false alarms per series-week of the same monitored data)",
+        "jobs": forest.details.get("jobs", {}),
+        "days_scored": forest.details.get("days_scored", 0),
+        "periods_scored": forest.rows_scored,
+        "first_scored": first,
+        "integrations_never_scored": sorted(k for k, v in first.items() if v is None),
+        "windows_after_first_model": {
+            "targeted_windows": len(targeted),
+            "caught": sum(1 for r in targeted if r.caught),
+            "recall": round(sum(1 for r in targeted if r.caught) / len(targeted), 4) if targeted else None,
+            "per_kind": dict(sorted(per_kind.items())),
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -111,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)"
     )
+    parser.add_argument("--forest", action=argparse.BooleanOptionalAction, default=True,
+                        help="replay the nightly isolation forest on the EWMA's adapters (default)")  # fmt: skip
+    parser.add_argument("--forest-cadence", type=int, default=7, metavar="N",
+                        help="retrain the forest every N days of data; the other days are scored by the latest model (default 7)")  # fmt: skip
+    parser.add_argument("--forest-min-days", type=int, default=7, metavar="N",
+                        help="usable days of history before the first model (default 7; production 14)")  # fmt: skip
+    parser.add_argument("--forest-trees", type=int, default=FOREST_TREES, metavar="N",
+                        help=f"trees per forest (default {FOREST_TREES}, production's)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -119,38 +202,84 @@ def main(argv: list[str] | None = None) -> int:
     generated = time.perf_counter() - started
     print(f"suite: {composition(suite)} (generated in {generated:.1f}s)", flush=True)
 
-    names = ["ewma", *(baseline_factories() if args.baselines else ())]
+    options = ForestReplay(
+        cadence_days=args.forest_cadence, min_training_days=args.forest_min_days, trees=args.forest_trees
+    )
     replays: list[ReplayResult] = []
-    for name in names:
-        replays.append(replay_parallel(name, suite.scenarios, args.jobs, use_calendar=args.calendar))
-        last = replays[-1]
-        print(
-            f"{name}: {last.files} files, {last.rows_in:,} rows replayed in {last.seconds:.1f}s", flush=True
+    if args.forest:
+        print(f"{FOREST} schedule: {forest_schedule(options)}", flush=True)
+        ewma_replay, forest_replay = replay_with_forest_parallel(
+            suite.scenarios, args.jobs, use_calendar=args.calendar, options=options
         )
+        replays += [ewma_replay, forest_replay]
+    else:
+        replays.append(replay_parallel("ewma", suite.scenarios, args.jobs, use_calendar=args.calendar))
+    baselines = list(baseline_factories() if args.baselines else ())
+    for name in baselines:
+        replays.append(replay_parallel(name, suite.scenarios, args.jobs, use_calendar=args.calendar))
+    for replay in replays:
+        if replay.detector == FOREST:
+            jobs = replay.details.get("jobs", {})
+            print(
+                f"{FOREST}: {sum(jobs.values())} jobs through run_job ({', '.join(f'{k} {v}' for k, v in jobs.items())}), "
+                f"{replay.details.get('days_scored', 0)} days and {replay.rows_scored:,} periods scored "
+                f"in {replay.seconds:.1f}s ({replay.details.get('cpu_seconds', 0):.0f}s CPU)",
+                flush=True,
+            )
+        else:
+            print(
+                f"{replay.detector}: {replay.files} files, {replay.rows_in:,} rows replayed in {replay.seconds:.1f}s"
+                + (f" ({replay.details['cpu_seconds']:.0f}s CPU)" if "cpu_seconds" in replay.details else ""),
+                flush=True,
+            )
+    by_name = {r.detector: r for r in replays}
+    evaluated = [by_name["ewma"]]
+    if args.forest:
+        evaluated += [by_name[FOREST], union(UNION, by_name["ewma"], by_name[FOREST])]
+    evaluated += [by_name[name] for name in baselines]
 
     reports = {
         r.detector: evaluate(
             suite.windows, suite.known_events, r.alerts, r.coverage, targeted_kinds=EWMA_TARGETED
         )
-        for r in replays
+        for r in evaluated
     }
     print()
     print(format_table(reports))
     targets = check_targets(reports["ewma"])
-    print()
-    for row in targets:
+    print("targets (ewma):")
+    print_targets(targets)
+    union_targets = check_targets(reports[UNION]) if args.forest else []
+    if args.forest:
+        print(f"same targets, {UNION} (both detectors' alerts, what users receive):")
+        print_targets(union_targets)
+    forest = forest_facts(by_name[FOREST], reports[FOREST], options) if args.forest else None
+    if forest is not None:
+        seen = forest["windows_after_first_model"]
+        never = forest["integrations_never_scored"]
         print(
-            f"  {'ok  ' if row['met'] else 'MISS'} {row['target']:<36} {row['value']!s:<10} goal {row['goal']}"
+            f"{FOREST} on the windows that start after its first model: {seen['caught']}/{seen['targeted_windows']} "
+            f"targeted caught" + (f"; never scored (too little history): {', '.join(never)}" if never else "")
         )
 
     ewma = reports["ewma"].overall
-    beaten = {name: beats(reports["ewma"], report) for name, report in reports.items() if name != "ewma"}
+    beaten = {name: beats(reports["ewma"], reports[name]) for name in baselines}
+    union_beaten = {name: beats(reports[UNION], reports[name]) for name in baselines} if args.forest else {}
     met = sum(1 for row in targets if row["met"])
+    extra = ""
+    if args.forest:
+        fo, un = reports[FOREST].overall, reports[UNION].overall
+        extra = (
+            f"{FOREST} F2 {fo.f2 or 0:.3f} (recall {fo.recall or 0:.3f} precision {fo.precision:.3f}), "
+            f"{UNION} F2 {un.f2 or 0:.3f} (recall {un.recall or 0:.3f} precision {un.precision:.3f}, "
+            f"targets met {sum(1 for row in union_targets if row['met'])}/{len(union_targets)}); "
+        )
     print()
     print(
         f"quality: ewma recall {ewma.recall or 0:.3f} precision {ewma.precision:.3f} F2 {ewma.f2 or 0:.3f} "
         f"median delay {ewma.median_delay} periods, {ewma.false_alarms_per_series_week or 0:.3f} false "
         f"alarms/series/week, {ewma.known_event_alerts} alerts in known events; targets met {met}/{len(targets)}; "
+        + extra
         + ", ".join(
             f"beats {name} on F2 at every granularity: {'yes' if ok else 'NO'}" for name, ok in beaten.items()
         )
@@ -167,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
             "generate": round(generated, 2),
             **{r.detector: round(r.seconds, 2) for r in replays},
         },
+        "cpu_seconds": {
+            r.detector: round(r.details["cpu_seconds"], 2) for r in replays if "cpu_seconds" in r.details
+        },
         "rows": {
             "in": replays[0].rows_in,
             "scored": replays[0].rows_scored,
@@ -176,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets,
         "beats_baselines_on_f2_every_granularity": beaten,
         "detectors": {name: report.to_dict() for name, report in reports.items()},
+        "forest": forest,
+        "targets_union": union_targets,
+        "union_beats_baselines_on_f2_every_granularity": union_beaten,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

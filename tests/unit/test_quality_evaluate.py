@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -145,6 +146,90 @@ def test_median_and_mean_delay_over_caught_windows() -> None:
     assert report.overall.mean_delay == pytest.approx(7 / 3)
     assert report.per_kind["spike"].median_delay == 1.0
     assert (report.overall.windows, report.overall.caught, report.overall.recall) == (4, 3, 0.75)
+
+
+# --- isolation forest alerts ------------------------------------------------------------------------------
+
+
+def _forest(
+    period: float,
+    metric: str = "clicks",
+    moved: dict[str, float] | None = None,
+    *,
+    integration: str = "acme",
+    severity: str = "warning",
+) -> dict[str, Any]:
+    """An isolation_forest alert: ``metric`` is the feature furthest out, ``moved`` the contributors' shares."""
+    shares = moved if moved is not None else {metric: 1.0}
+    return {
+        **_alert(period, metric, integration=integration, severity=severity),
+        "detector": "isolation_forest",
+        "features": ["clicks", "conversion", "ftds", "ngr", "signups"],
+        "contributors": [
+            {"dimension": "feature", "value": name, "share": share, "score": 4.0}
+            for name, share in shares.items()
+        ],
+    }
+
+
+CRATER = _window(10, 14, "conversion_crater", metrics=("ftds", "conversion", "ngr"))
+BOTS = _window(
+    10, 14, "suspicious_traffic", metrics=("clicks", "conversion"), dimension="source", value="meta"
+)
+
+
+@pytest.mark.parametrize(
+    ("window", "alert", "caught"),
+    [
+        (CRATER, _forest(11, "conversion"), True),  # the metric furthest out is the window's
+        (CRATER, _forest(11, "clicks", {"clicks": 0.6, "ftds": 0.4}), True),  # a moved contributor is
+        (CRATER, _forest(11, "clicks", {"clicks": 1.0, "ftds": 0.0}), False),  # listed, did not move
+        (CRATER, _forest(11, "clicks", {"clicks": 0.7, "signups": 0.3}), False),  # none of its metrics
+        (BOTS, _forest(11, "clicks"), True),  # a slice window: the forest sees totals, slice ignored
+        (BOTS, _forest(11, "signups", {"signups": 0.5, "conversion": 0.5}), True),
+        (CRATER, _forest(14, "conversion"), False),  # end: exclusive
+        (CRATER, _forest(9, "conversion"), False),  # before the window
+        (CRATER, _forest(11, "conversion", integration="other"), False),
+        (CRATER, _forest(11, "conversion", severity="info"), False),
+    ],
+)
+def test_forest_matching_rules(window: Window, alert: dict[str, Any], caught: bool) -> None:
+    other = Coverage("other", HOUR, series=1, periods=1)
+    report = _run([window], [alert], coverage=[ACME, other])
+    assert report.windows[0].caught is caught
+    assert report.overall.false_alerts == int(not caught and alert["severity"] != "info")
+
+
+def test_an_ewma_alert_keeps_its_own_rule_next_to_the_forest_s() -> None:
+    """Only isolation_forest alerts match on moved contributors and ignore the slice."""
+    on_other_slice = _alert(11, "clicks", dimension="source", value="google")
+    total_of_other_metric = {
+        **_alert(11, "clicks"),
+        "contributors": [{"dimension": "feature", "value": "ftds"}],
+    }
+    assert not _run([BOTS], [on_other_slice]).windows[0].caught
+    assert not _run([CRATER], [total_of_other_metric]).windows[0].caught
+
+
+def test_forest_false_alerts_burst_as_one_series_whatever_feature_leads() -> None:
+    alerts = [_forest(100, "clicks"), _forest(101, "signups"), _forest(102, "clicks"), _alert(100, "clicks")]
+    report = _run([], alerts)
+    assert [(b.metric, b.alerts) for b in report.false_bursts] == [("clicks", 1), ("features", 3)]
+
+
+@pytest.mark.parametrize(
+    ("contributors", "field"),
+    [
+        ("clicks", "contributors"),
+        ([{"dimension": "feature", "value": "", "share": 1.0}], "contributors[0].value"),
+        ([{"dimension": "feature", "value": "clicks", "share": "big"}], "contributors[0].share"),
+        (["clicks"], "contributors[0]"),
+    ],
+)
+def test_a_malformed_forest_alert_names_the_field(contributors: Any, field: str) -> None:
+    alert = {**_forest(11), "contributors": contributors}
+    with pytest.raises(ValueError, match=rf"alert 0: field '{re.escape(field)}'"):
+        _run([CRATER], [alert])
 
 
 # --- false alarms -----------------------------------------------------------------------------------------

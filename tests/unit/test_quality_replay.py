@@ -81,11 +81,59 @@ def test_bench_quality_writes_comparable_results(tmp_path: Path, capsys: pytest.
         sys.path.pop(0)
     out = tmp_path / "quality.json"
 
-    assert bench_quality.main(["--size", "small", "--seed", "3", "--jobs", "2", "--out", str(out)]) == 0
+    args = ["--size", "small", "--seed", "3", "--jobs", "2", "--forest-trees", "20", "--out", str(out)]
+    assert bench_quality.main(args) == 0
 
     printed = capsys.readouterr().out
-    assert "quality: ewma recall" in printed.splitlines()[-2]
+    summary = printed.splitlines()[-2]
+    assert "quality: ewma recall" in summary
+    assert "isolation_forest F2" in summary
+    assert "ewma+forest F2" in summary
     result = json.loads(out.read_text())
-    assert set(result["detectors"]) == {"ewma", "rolling_zscore", "static_threshold"}
+    assert set(result["detectors"]) == {
+        "ewma",
+        "isolation_forest",
+        "ewma+forest",
+        "rolling_zscore",
+        "static_threshold",
+    }
     assert {t["target"] for t in result["targets"]} >= {"recall", "precision", "median_delay_periods"}
+    assert [t["target"] for t in result["targets_union"]] == [t["target"] for t in result["targets"]]
     assert result["rows"]["in"] == result["rows"]["scored"]
+    forest = result["forest"]
+    assert (forest["cadence_days"], forest["min_training_days"], forest["trees"]) == (7, 7, 20)
+    assert forest["jobs"]["retrain/trained"] > 0
+    assert set(result["timing_seconds"]) >= {"ewma", "isolation_forest"}
+    union = result["detectors"]["ewma+forest"]["overall"]
+    assert union["caught"] >= result["detectors"]["ewma"]["overall"]["caught"]
+
+
+def test_bench_quality_without_the_forest_keeps_the_previous_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import bench_quality
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "quality.json"
+
+    args = [
+        "--size",
+        "small",
+        "--seed",
+        "3",
+        "--jobs",
+        "1",
+        "--no-forest",
+        "--no-baselines",
+        "--out",
+        str(out),
+    ]
+    assert bench_quality.main(args) == 0
+
+    assert "isolation_forest" not in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert set(result["detectors"]) == {"ewma"}
+    assert result["forest"] is None
+    assert result["targets_union"] == []

@@ -9,13 +9,21 @@ The rules, as implemented:
   and either the window names no slice (``value`` None), or the alert is on the metric's total
   (``dimension_value`` None), or it is on the window's slice (``dimension == window.dimension`` and
   ``dimension_value == window.value``). Another slice of the right metric does not match.
+* **Match, isolation forest.** An alert of ``detector`` ``isolation_forest`` is about the
+  integration's metric totals together: it matches a window of the same integration and time when
+  the window's metrics include the alert's ``metric`` (the feature furthest out) or one of the
+  features that moved (its ``contributors`` with ``dimension`` ``feature`` and ``share`` > 0),
+  whatever slice the window names (the forest sees totals only; a slice's crater shows in the total
+  when it is large).
 * **Caught and delay.** A window is caught when at least one alert matches it. Its detection delay is
   ``(earliest matching period_start - window.start) / granularity``, in periods (0 = caught in the
   first period of the window).
 * **False alerts and bursts.** An alert that matches no window (of any kind) is false. False alerts
-  are grouped per ``(integration, metric)`` into bursts: sorted by period, a new burst starts when the
-  gap to the previous false alert of the group exceeds ``burst_gap`` periods (alerts in the same
-  period, e.g. on several slices, are one burst). One burst is one false alarm. Because a burst is a
+  are grouped per ``(integration, metric)`` into bursts (an ``isolation_forest`` alert is about all
+  the integration's features whichever leads, like its alert id: its group is ``(integration,
+  "features")``): sorted by period, a new burst starts when the gap to the previous false alert of
+  the group exceeds ``burst_gap`` periods (alerts in the same period, e.g. on several slices, are
+  one burst). One burst is one false alarm. Because a burst is a
   chain, one more false alert can *bridge* two bursts into one (the only way adding a false alert can
   lower the count); with ``burst_gap=0`` every extra false alert counts or joins, never merges.
 * **Known events.** False alerts inside a known event (same integration, or an event whose
@@ -61,6 +69,8 @@ REQUIRED_ALERT_FIELDS = (
     "granularity_seconds",
     "severity",
 )
+FOREST_DETECTOR = "isolation_forest"
+FOREST_SERIES = "features"  # the forest's alerts are about the integration's features together
 _DIGITS = 6  # rounding of floats in ``to_dict``
 
 
@@ -97,10 +107,21 @@ class AlertRef:
     period_start: datetime
     granularity_seconds: int
     severity: str
+    detector: str | None = None  # None when the alert does not say
+    moved: frozenset[str] = frozenset()  # isolation_forest: contributors with share > 0
 
     @property
     def counted(self) -> bool:
         return self.severity in COUNTED_SEVERITIES
+
+    @property
+    def is_forest(self) -> bool:
+        return self.detector == FOREST_DETECTOR
+
+    @property
+    def series(self) -> str:
+        """What false alerts are grouped by (with the integration): the metric, or the forest's features."""
+        return FOREST_SERIES if self.is_forest else self.metric
 
     @classmethod
     def parse(cls, alert: Mapping[str, Any], position: int) -> AlertRef:
@@ -132,6 +153,9 @@ class AlertRef:
         severity = alert["severity"]
         if severity not in SEVERITIES:
             raise ValueError(f"{where}: field 'severity' must be one of {SEVERITIES}, got {severity!r}")
+        detector = alert.get("detector")
+        if detector is not None and not isinstance(detector, str):
+            raise ValueError(f"{where}: field 'detector' must be a string, got {detector!r}")
         return cls(
             position=position,
             integration_id=alert["integration_id"],
@@ -141,14 +165,46 @@ class AlertRef:
             period_start=start,
             granularity_seconds=granularity,
             severity=severity,
+            detector=detector,
+            moved=_moved_features(alert, where) if detector == FOREST_DETECTOR else frozenset(),
         )
 
 
+def _moved_features(alert: Mapping[str, Any], where: str) -> frozenset[str]:
+    """An isolation_forest alert's features that moved: contributors of dimension ``feature``, share > 0."""
+    contributors = alert.get("contributors")
+    if not isinstance(contributors, list):
+        raise ValueError(f"{where}: field 'contributors' must be a list, got {contributors!r}")
+    moved: set[str] = set()
+    for n, item in enumerate(contributors):
+        if not isinstance(item, Mapping):
+            raise ValueError(f"{where}: field 'contributors[{n}]' must be an object, got {item!r}")
+        if item.get("dimension") != "feature":
+            continue
+        value, share = item.get("value"), item.get("share")
+        if not isinstance(value, str) or not value:
+            raise ValueError(
+                f"{where}: field 'contributors[{n}].value' must be a non-empty string, got {value!r}"
+            )
+        if isinstance(share, bool) or not isinstance(share, int | float) or not math.isfinite(share):
+            raise ValueError(f"{where}: field 'contributors[{n}].share' must be a number, got {share!r}")
+        if share > 0:
+            moved.add(value)
+    return frozenset(moved)
+
+
 def alert_matches(window: Window, alert: AlertRef) -> bool:
-    """The match rule (module docstring): integration, ``[start, end)``, metric, then slice or total."""
-    if alert.integration_id != window.integration_id or alert.metric not in window.metrics:
+    """The match rule (module docstring): integration, ``[start, end)``, metric, then slice or total.
+
+    An isolation_forest alert matches on its metric or any feature that moved, whatever the slice.
+    """
+    if alert.integration_id != window.integration_id:
         return False
     if not window.start <= alert.period_start < window.end:
+        return False
+    if alert.is_forest:
+        return alert.metric in window.metrics or not alert.moved.isdisjoint(window.metrics)
+    if alert.metric not in window.metrics:
         return False
     if window.value is None or alert.dimension_value is None:
         return True
@@ -217,7 +273,10 @@ class WindowResult:
 
 @dataclass(frozen=True)
 class FalseBurst:
-    """One false alarm: consecutive false alerts of one ``(integration, metric)``, gaps ≤ ``burst_gap``."""
+    """One false alarm: consecutive false alerts of one ``(integration, metric)``, gaps ≤ ``burst_gap``.
+
+    ``metric`` is ``"features"`` for a burst of ``isolation_forest`` alerts (see :attr:`AlertRef.series`).
+    """
 
     integration_id: str
     metric: str
@@ -375,7 +434,7 @@ def _kind_order(kinds: Iterable[str]) -> list[str]:
 def _bursts(false_alerts: Iterable[AlertRef], known: set[int], burst_gap: int) -> list[FalseBurst]:
     groups: dict[tuple[str, str], list[AlertRef]] = defaultdict(list)
     for alert in false_alerts:
-        groups[(alert.integration_id, alert.metric)].append(alert)
+        groups[(alert.integration_id, alert.series)].append(alert)
     bursts: list[FalseBurst] = []
     for (integration_id, metric), group in sorted(groups.items()):
         group.sort(key=lambda a: a.period_start)
