@@ -26,7 +26,7 @@ import csv
 import gzip
 import io
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -87,6 +87,23 @@ class FeatureFrame:
 HISTORY_FIELDS = ("period_start", "metric", "dimension", "observed", "expected", "status")
 
 
+def _csv_rows(key: str, body: bytes, what: str) -> tuple[list[str], Iterator[list[str]]]:
+    """A gzip CSV object's header and its rows, each checked to have the header's width."""
+    try:
+        reader = csv.reader(io.StringIO(gzip.decompress(body).decode("utf-8")))
+        header = next(reader, None) or []
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise HistoryError(f"{key}: not a gzip UTF-8 CSV {what} object ({exc})") from exc
+
+    def rows() -> Iterator[list[str]]:
+        for line, row in enumerate(reader, start=2):
+            if len(row) != len(header):
+                raise HistoryError(f"{key}: row {line} has {len(row)} fields, the header {len(header)}")
+            yield row
+
+    return header, rows()
+
+
 def read_history(objects: Iterable[tuple[str, bytes]]) -> pd.DataFrame:
     """The metric-total rows of history objects (``(key, gzip CSV body)``), as one frame.
 
@@ -96,22 +113,14 @@ def read_history(objects: Iterable[tuple[str, bytes]]) -> pd.DataFrame:
     columns: dict[str, list[str]] = {name: [] for name in HISTORY_FIELDS if name != "dimension"}
     alerted: set[str] = set()
     for key, body in objects:
-        try:
-            text = gzip.decompress(body).decode("utf-8")
-        except (OSError, UnicodeDecodeError, EOFError) as exc:
-            raise HistoryError(f"{key}: not a gzip UTF-8 CSV history object ({exc})") from exc
-        reader = csv.reader(io.StringIO(text))
-        header = next(reader, None) or []
+        header, rows = _csv_rows(key, body, "history")
         missing = [name for name in HISTORY_FIELDS if name not in header]
         if missing:
             raise HistoryError(f"{key}: history object lacks column(s) {', '.join(missing)}")
         at = {name: header.index(name) for name in HISTORY_FIELDS}
-        width = len(header)
         dimension = at["dimension"]
         severity = header.index("alert_severity") if "alert_severity" in header else None
-        for line, row in enumerate(reader, start=2):
-            if len(row) != width:
-                raise HistoryError(f"{key}: row {line} has {len(row)} fields, the header {width}")
+        for row in rows:
             if severity is not None and row[severity] in ("warning", "critical"):
                 alerted.add(row[at["period_start"]])
             if row[dimension]:
@@ -143,17 +152,11 @@ def daily_body(rows: pd.DataFrame) -> bytes:
 
 def read_daily(key: str, body: bytes) -> pd.DataFrame:
     """A compacted day back into :func:`read_history` rows."""
-    try:
-        reader = csv.reader(io.StringIO(gzip.decompress(body).decode("utf-8")))
-        header = next(reader, None)
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise HistoryError(f"{key}: not a gzip UTF-8 CSV daily object ({exc})") from exc
-    if header is None or tuple(header) != DAILY_COLUMNS:
+    header, rows = _csv_rows(key, body, "daily")
+    if tuple(header) != DAILY_COLUMNS:
         raise HistoryError(f"{key}: daily object header is {header}, expected {list(DAILY_COLUMNS)}")
     columns: dict[str, list[str]] = {name: [] for name in DAILY_COLUMNS}
-    for line, row in enumerate(reader, start=2):
-        if len(row) != len(DAILY_COLUMNS):
-            raise HistoryError(f"{key}: row {line} has {len(row)} fields, the header {len(DAILY_COLUMNS)}")
+    for row in rows:
         for name, value in zip(DAILY_COLUMNS, row, strict=True):
             columns[name].append(value)
     flags = columns.pop("alerted")

@@ -41,12 +41,13 @@ from kpi_sentinel.forest.features import (
     usable_days,
 )
 from kpi_sentinel.forest.model import ForestModel, ModelRefused, load_verified, serialise, train
+from kpi_sentinel.forest.planner import MODES
+from kpi_sentinel.parsing import INTEGRATION_ID
 from kpi_sentinel.ports import ForestPorts
 from kpi_sentinel.scoring import IntegrationState
 
 log = logging.getLogger(__name__)
 
-MODES = ("retrain", "score")
 MIN_TRAINING_ROWS = 48
 READ_THREADS = 16
 CACHED_MODELS = 32
@@ -89,8 +90,6 @@ class Job:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Job:
-        from kpi_sentinel.parsing import INTEGRATION_ID
-
         iid = raw.get("integration_id")
         if not isinstance(iid, str) or not INTEGRATION_ID.fullmatch(iid):
             raise BadJob(f"job field 'integration_id' is not a valid integration id: {iid!r}")
