@@ -13,7 +13,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from kpi_sentinel.alerts import alert_id
 from kpi_sentinel.config import IntegrationConfig, MetricSpec, RatioSpec
-from kpi_sentinel.forest.explain import FlaggedAlert, flagged_alerts
+from kpi_sentinel.forest.explain import FlaggedAlert, clears_floors, flagged_alerts
 from kpi_sentinel.forest.features import FeatureFrame
 from kpi_sentinel.forest.model import ForestModel, train
 
@@ -223,3 +223,49 @@ def test_given_a_model_feature_missing_from_the_scored_periods_then_alerts_are_s
     for alert in alerts.values():
         assert _schema_errors(alert) == []
         assert "signup_rate" not in {c["value"] for c in alert["contributors"]}
+
+
+def _floored(
+    min_abs_change: float = 0.0, min_volume: float = 0.0, ratio_volume: float = 0.0
+) -> IntegrationConfig:
+    return IntegrationConfig(
+        integration_id=IID,
+        granularity_seconds=HOUR,
+        metrics=(
+            MetricSpec("clicks", "both", min_abs_change, min_volume),
+            MetricSpec("signups", "down", min_abs_change, min_volume),
+        ),
+        ratios=(RatioSpec("signup_rate", "signups", "clicks", "down", 0.0, ratio_volume),),
+    )
+
+
+def test_given_a_flagged_break_whose_moves_are_under_every_floor_then_no_alert(
+    model: ForestModel, crater: tuple[FeatureFrame, list[FlaggedAlert]]
+) -> None:
+    day, flagged = crater
+    assert flagged  # the same break alerts without floors
+
+    assert _alerts(model, day, _floored(min_abs_change=1e9, ratio_volume=1e12)) == []
+
+
+def test_given_floors_the_break_clears_then_the_same_alerts_are_raised(
+    model: ForestModel, crater: tuple[FeatureFrame, list[FlaggedAlert]]
+) -> None:
+    day, flagged = crater
+
+    floored = _alerts(model, day, _floored(min_abs_change=1.0, min_volume=5.0, ratio_volume=5.0))
+
+    assert [f.alert["alert_id"] for f in floored] == [f.alert["alert_id"] for f in flagged]
+
+
+def test_clears_floors_checks_change_volume_and_a_ratios_denominator() -> None:
+    config = _floored(min_abs_change=5.0, min_volume=10.0, ratio_volume=50.0)
+    assert clears_floors(config, "clicks", {"clicks": 0.0}, {"clicks": 12.0})
+    assert not clears_floors(config, "clicks", {"clicks": 0.0}, {"clicks": 4.0})  # change under 5
+    assert not clears_floors(config, "signups", {"signups": 9.0}, {"signups": 3.0})  # volume under 10
+    assert clears_floors(config, "signup_rate", {"signup_rate": 0.0, "clicks": 80.0}, {"signup_rate": 0.2})
+    assert not clears_floors(
+        config, "signup_rate", {"signup_rate": 0.0, "clicks": 20.0}, {"signup_rate": 0.2}
+    )
+    assert clears_floors(config, "unknown", {"unknown": 0.0}, {"unknown": 0.1})  # no spec: no floor
+    assert clears_floors(None, "clicks", {"clicks": 0.0}, {"clicks": 0.1})

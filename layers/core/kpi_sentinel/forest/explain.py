@@ -5,6 +5,11 @@ feature leads, so a retrained model re-flagging the same period gives the same i
 ``metric`` is the feature furthest from its training distribution; ``features`` lists every feature
 the model scored; ``contributors`` rank the features by that distance (``dimension`` is ``feature``).
 
+Floors: a flagged period alerts only when at least one feature that moved clears its metric's floors
+(``min_abs_change``, and ``min_volume`` on the larger of observed and expected, or on the ratio's
+denominator), as the EWMA does: the rarest corner of a 5-minute series is often a few units of money
+in a quiet period, and support should not hear about it.
+
 Example summary: "Conversion 0.5% vs 2.1% typical while clicks are normal (isolation forest over 90
 days: rarer than 99% of training periods)".
 """
@@ -19,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from kpi_sentinel.alerts import SCHEMA_VERSION, alert_id, display_name, format_value, percent_change
-from kpi_sentinel.config import IntegrationConfig, default_direction
+from kpi_sentinel.config import IntegrationConfig, RateSpec, RatioSpec, default_direction
 from kpi_sentinel.forest.features import FeatureFrame
 from kpi_sentinel.forest.model import ForestModel, contributions
 
@@ -104,6 +109,8 @@ def flagged_alerts(
         direction = "up" if top_z > 0 else "down"
         bad = _bad_direction(config, top)
         moved = [(n, z) for n, z in ranked if abs(z) >= MOVED_Z] or ranked[:1]
+        if not any(clears_floors(config, n, observed, expected) for n, _ in moved):
+            continue
         in_bad_direction = any(
             _bad_direction(config, n) in ("both", "up" if z > 0 else "down") for n, z in moved
         )
@@ -168,6 +175,26 @@ def flagged_alerts(
         }
         out.append(FlaggedAlert(alert, bool(frame.calendar[i])))
     return out
+
+
+def clears_floors(
+    config: IntegrationConfig | None, name: str, observed: dict[str, float], expected: dict[str, float]
+) -> bool:
+    """Whether feature ``name``'s move is big enough to tell anyone about (see the module docstring)."""
+    spec = config.metric(name) if config else None
+    if spec is None:
+        return True
+    seen, typical = observed.get(name, math.nan), expected.get(name, math.nan)
+    if not (math.isfinite(seen) and math.isfinite(typical)):
+        return True  # nothing to measure the floors on: the model's verdict stands
+    if abs(seen - typical) < spec.min_abs_change:
+        return False
+    if isinstance(spec, RatioSpec):
+        volume = observed.get(spec.denominator, math.nan)
+        return not math.isfinite(volume) or volume >= spec.min_volume
+    if isinstance(spec, RateSpec):
+        return True  # the rate's event volume is not a feature: the change floor alone applies
+    return max(abs(seen), abs(typical)) >= spec.min_volume
 
 
 def _value(table: Any, name: str, row: int) -> float:
