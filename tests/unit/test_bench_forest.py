@@ -87,8 +87,15 @@ def test_job_phases_memory_projection_and_report(
     job = bench.time_job(history, repeats=1)
     assert len(job["features"]) == 7
     assert job["history_objects"] == len(history.objects)
+    days = len({key.split("/")[2] for key in history.objects})
+    # Next nights read one compacted object per closed day and the open last day's raw objects.
+    last_day = max(key.split("/")[2] for key in history.objects)
+    open_objects = sum(1 for key in history.objects if key.split("/")[2] == last_day)
+    assert job["history_objects_steady"] == days - 1 + open_objects
     assert job["model_joblib_bytes"] > 0
-    assert set(job["seconds"]) >= {"retrain_job", "train", "read_window", "score_job_cold_cache"}
+    assert set(job["seconds"]) >= {
+        "retrain_job", "retrain_job_steady", "train", "read_window", "read_window_steady", "score_job_cold_cache"
+    }  # fmt: skip
     peak = memory.result(timeout=120)
     assert peak["retrain_job_peak_rss_mb"] >= peak["imports_only_peak_rss_mb"] > 0
     projection = bench.projection(job, peak, None)

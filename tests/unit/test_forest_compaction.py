@@ -90,11 +90,22 @@ def test_given_history_after_the_window_when_read_then_the_last_day_is_closed_to
     assert len(objects.keys(BUCKET, daily_prefix(IID))) == 2
 
 
-def test_given_compacted_days_older_than_the_window_when_read_then_they_are_deleted() -> None:
+def test_given_compacted_days_older_than_the_training_window_when_read_then_they_are_deleted() -> None:
     ports, objects = _world(days=4)
-    read_window(ports, SETTINGS, IID, START, START + timedelta(days=4))
-    read_window(ports, SETTINGS, IID, START + timedelta(days=2), START + timedelta(days=4))
+    one_day = ForestSettings(BUCKET, training_days=1)  # a window of the last day plus one training day
+    read_window(ports, one_day, IID, START, START + timedelta(days=4))
+    read_window(ports, one_day, IID, START + timedelta(days=2), START + timedelta(days=4))
     assert objects.keys(BUCKET, daily_prefix(IID)) == [f"{daily_prefix(IID)}date=2026-10-03.csv.gz"]
+
+
+def test_given_a_score_jobs_short_read_then_the_compacted_training_days_are_kept() -> None:
+    ports, objects = _world(days=4)
+    end = START + timedelta(days=4)
+    read_window(ports, SETTINGS, IID, START, end)  # the nightly retrain compacts days 1-3
+    read_window(ports, SETTINGS, IID, end - timedelta(hours=2), end)  # a business-tier score job
+    assert len(objects.keys(BUCKET, daily_prefix(IID))) == 3
+    _, read = read_window(ports, SETTINGS, IID, START, end)  # the next retrain still reads them
+    assert read == 3 + 24
 
 
 def test_given_a_day_without_history_inside_the_window_when_closed_then_it_is_compacted_empty() -> None:

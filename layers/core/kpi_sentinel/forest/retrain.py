@@ -181,9 +181,11 @@ def read_window(
     past: a later date has history, and any row that still arrives for it is late and never a feature)
     compacts its metric totals into one object under ``models/<id>/daily/``; later jobs read that
     instead. A nightly retrain then reads about one object per day plus the last day's raw objects.
-    Compacted days older than the window are deleted.
+    Compacted days older than any training window ending at ``end`` are deleted (not those older than
+    this read's window: a score job reads only its last hours and must not drop the retrain's days).
     """
     dates = history_dates(start, end)
+    oldest_kept = history_dates(end - timedelta(days=settings.training_days + 1), end)[0]
     bucket = settings.data_bucket
     compact_prefix = daily_prefix(integration_id)
     compacted: dict[str, str] = {}
@@ -192,7 +194,7 @@ def read_window(
         date = key[len(compact_prefix) :].removeprefix("date=").removesuffix(".csv.gz")
         if date in dates:
             compacted[date] = key
-        elif date < dates[0]:
+        elif date < oldest_kept:
             stale.append(key)
     pending = [d for d in dates if d not in compacted]
     raw: dict[str, list[str]] = {d: [] for d in pending}
