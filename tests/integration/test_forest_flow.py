@@ -126,6 +126,31 @@ def test_a_rerun_of_the_same_night_publishes_nothing_twice(
     assert forest_alerts(stack, "KpiReportQueue") == []
 
 
+def _count(stack: LocalStack, queue: str) -> int:
+    attributes = stack.client("sqs").get_queue_attributes(
+        QueueUrl=stack.queue_url(queue), AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"])
+
+
+def test_score_jobs_go_to_their_own_queue_and_score_with_the_latest_model(
+    stack: LocalStack, dataset_end: Any, outcomes: list[JobOutcome]
+) -> None:
+    end, _ = dataset_end
+    # When the scoring schedule fires (for every tier here: the demo integration is standard tier)
+    planned = stack.trigger(PLANNER, "BusinessTierScoring", {"as_of": end.isoformat(), "tier": None})
+    # Then its jobs wait on the ScoringQueue, not behind the retrain queue
+    assert planned["mode"] == "score"
+    assert planned["enqueued"] >= 1
+    assert _count(stack, "ScoringQueue") == planned["enqueued"]
+    assert _count(stack, "RetrainQueue") == 0
+    stack.drain(RETRAINER)
+    # And the retrainer scored the integration with the model trained that night, retraining nothing
+    (outcome,) = [o for o in outcomes if o.integration_id == INTEGRATION]
+    assert outcome.status == "scored", outcome.reason
+    assert _count(stack, "ScoringQueue") == 0
+
+
 def job_event(stack: LocalStack, end: Any) -> dict[str, Any]:
     text = (EVENTS / "retrain-jobs.json").read_text()
     for name, value in {

@@ -84,9 +84,14 @@ def test_retraining_gets_its_queue_schedules_and_signing_secret(stack: LocalStac
         "BusinessTierScoring": {"mode": "score", "tier": "business"},
     }
     assert planner.environment["RETRAIN_QUEUE_URL"] == stack.queue_url("RetrainQueue")
+    assert planner.environment["SCORING_QUEUE_URL"] == stack.queue_url("ScoringQueue")
     assert planner.sqs_sources == []
-    # The retrainer consumes the retrain queue, which redrives a failing job after 3 receives
-    assert retrainer.sqs_sources == [("RetrainQueue", 5)]
+    # The retrainer consumes both job queues, each redriving a failing job after 3 receives
+    assert retrainer.sqs_sources == [("RetrainQueue", 5), ("ScoringQueue", 5)]
+    scoring = stack.client("sqs").get_queue_attributes(
+        QueueUrl=stack.queue_url("ScoringQueue"), AttributeNames=["All"]
+    )["Attributes"]
+    assert json.loads(scoring["RedrivePolicy"])["deadLetterTargetArn"] == stack.attribute("ScoringDLQ", "Arn")
     assert retrainer.schedules == {}
     queue = stack.client("sqs").get_queue_attributes(
         QueueUrl=stack.queue_url("RetrainQueue"), AttributeNames=["All"]
