@@ -7,6 +7,7 @@ last day from 10:00 to 14:59 UTC.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
@@ -459,6 +460,15 @@ def test_given_a_snooze_then_forest_alerts_it_covers_are_suppressed_and_counted(
         assert outcome.alerts_suppressed == 5
         assert world.publisher.published == []
         assert world.ledger.published.get(IID, set()) == set()
+        # Kept for the report: each suppressed alert once, with the snooze that suppressed it
+        keys = world.objects.keys(DATA, "suppressed/")
+        lines = [
+            json.loads(x) for k in keys for x in gzip.decompress(world.objects.get(DATA, k)).splitlines()
+        ]
+        assert len(lines) == 5
+        assert all(
+            r["by"].startswith("snooze") and r["alert"]["detector"] == "isolation_forest" for r in lines
+        )
     else:
         assert outcome.alerts_suppressed == 0
         assert _starts(world.publisher.published) == BREAK_STARTS

@@ -407,8 +407,24 @@ def test_given_a_snooze_then_matching_alerts_are_suppressed_and_counted_until_it
     if suppressed:
         assert (outcome.alerts_published, outcome.alerts_suppressed) == (0, expected.alerts_published)
         assert not _crater_alerts(snoozed.publisher.published)
+        # What the snooze suppressed is kept for the report, once per alert, with its cause
+        records = _suppressed_records(snoozed)
+        assert sorted(r["alert"]["alert_id"] for r in records) == sorted(
+            a["alert_id"] for a in expected.alerts
+        )
+        assert {r["by"].split()[0] for r in records} == {"snooze"}
     else:
         assert (outcome.alerts_published, outcome.alerts_suppressed) == (expected.alerts_published, 0)
+
+
+def _suppressed_records(world: Any) -> list[dict[str, Any]]:
+    records = []
+    for (_bucket, key), body in world.objects.objects.items():
+        if key.startswith("suppressed/"):
+            assert key.startswith("suppressed/date=")
+            assert "/integration=shop/" in key
+            records += [json.loads(line) for line in gzip.decompress(body).decode().splitlines()]
+    return records
 
 
 # --- history --------------------------------------------------------------------------------------------------

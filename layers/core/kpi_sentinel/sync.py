@@ -37,7 +37,7 @@ from kpi_sentinel.parsing import (
     read_table,
     validate_rows,
 )
-from kpi_sentinel.ports import ScorerPorts, StateConflict
+from kpi_sentinel.ports import ObjectStore, ScorerPorts, StateConflict
 from kpi_sentinel.scoring import (
     DetectorFactory,
     IntegrationState,
@@ -159,6 +159,7 @@ def _process(ref: SyncRef, ports: ScorerPorts, settings: ScorerSettings) -> Sync
             outcome.report_key = _write_rejections(ref, sync, ports, settings, table, rejected, outcome)
         for alert, why in suppressed:
             log.info("alert suppressed", extra={"alert_id": alert["alert_id"], "by": why})
+        write_suppressed(ports.objects, settings.data_bucket, sync.integration_id, ref.sync_id, suppressed)
         try:
             ports.state.commit(
                 sync.integration_id,
@@ -358,6 +359,31 @@ def _write_history(
         key = f"history/integration={sync.integration_id}/date={date}/{name}.csv.gz"
         body = gzip.compress(text.getvalue().encode(), compresslevel=1, mtime=0)
         ports.objects.put(settings.data_bucket, key, body, "application/gzip")
+
+
+def suppressed_key(integration_id: str, date: str, source: str) -> str:
+    return f"suppressed/date={date}/integration={integration_id}/{_digest(source)}.jsonl.gz"
+
+
+def write_suppressed(
+    objects: ObjectStore,
+    bucket: str,
+    integration_id: str,
+    source: str,
+    suppressed: Sequence[tuple[Mapping[str, Any], str]],
+) -> None:
+    """Keep what snoozes and the calendar suppressed, for the report: one gzip JSON-lines object per date.
+
+    Each line is ``{"alert": <alert>, "by": "snooze <id>" | "calendar <kind> '<name>'"}``. The key
+    depends on ``source`` (the sync, or the forest job's run), so a retry rewrites the same objects.
+    """
+    by_date: dict[str, list[str]] = defaultdict(list)
+    for alert, why in suppressed:
+        line = json.dumps({"alert": alert, "by": why}, sort_keys=True, default=str)
+        by_date[str(alert["period_start"])[:10]].append(line)
+    for date, lines in sorted(by_date.items()):
+        body = gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=1, mtime=0)
+        objects.put(bucket, suppressed_key(integration_id, date, source), body, "application/gzip")
 
 
 def _status(ready: bool, calendar: bool) -> str:

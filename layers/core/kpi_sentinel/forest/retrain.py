@@ -45,6 +45,7 @@ from kpi_sentinel.forest.planner import MODES
 from kpi_sentinel.parsing import INTEGRATION_ID
 from kpi_sentinel.ports import ForestPorts
 from kpi_sentinel.scoring import IntegrationState
+from kpi_sentinel.sync import write_suppressed
 
 log = logging.getLogger(__name__)
 
@@ -386,16 +387,22 @@ def _alert(
         )
     }
     publishable = []
+    suppressed: list[tuple[dict[str, Any], str]] = []
     for item in flagged:
         alert = item.alert
+        snooze = next((s for s in snoozes if snooze_matches(s, alert)), None)
         if item.calendar or alert["period_start"] in known:
-            outcome.alerts_suppressed += 1
-            log.info("alert suppressed", extra={"alert_id": alert["alert_id"], "by": "calendar"})
-        elif any(snooze_matches(s, alert) for s in snoozes):
-            outcome.alerts_suppressed += 1
-            log.info("alert suppressed", extra={"alert_id": alert["alert_id"], "by": "snooze"})
+            suppressed.append((alert, "calendar"))
+        elif snooze is not None:
+            suppressed.append((alert, f"snooze {snooze.get('snooze_id', '')}".strip()))
         else:
             publishable.append(alert)
+    for alert, why in suppressed:
+        log.info("alert suppressed", extra={"alert_id": alert["alert_id"], "by": why})
+    outcome.alerts_suppressed = len(suppressed)
+    write_suppressed(
+        ports.objects, settings.data_bucket, job.integration_id, f"{job.run_id}-{job.mode}", suppressed
+    )
     outcome.alerts = publishable
     fresh = set(ports.ledger.unpublished(job.integration_id, [a["alert_id"] for a in publishable]))
     new = [a for a in publishable if a["alert_id"] in fresh]
