@@ -19,7 +19,7 @@ import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -29,7 +29,24 @@ from botocore.exceptions import ClientError
 
 from kpi_sentinel.calendar import GLOBAL
 from kpi_sentinel.forest.planner import SHARDS, shard_of
-from kpi_sentinel.ports import ActiveIntegration, StateConflict, StoredState
+from kpi_sentinel.ports import (
+    ActiveIntegration,
+    IncidentConflict,
+    IncidentGroup,
+    StateConflict,
+    StoredIncident,
+    StoredState,
+)
+from kpi_sentinel.triage.incidents import (
+    DUE_SHARDS,
+    OUTBOX_SHARD,
+    acknowledged,
+    due_entry,
+    epoch,
+    iso,
+    resolved,
+    transition,
+)
 
 CHUNK_BYTES = 350_000
 OUTBOX_TTL_SECONDS = 14 * 86400
@@ -472,3 +489,377 @@ class SnsPublisher:
             result = client("sns").publish_batch(TopicArn=self.topic_arn, PublishBatchRequestEntries=entries)
             if result.get("Failed"):
                 raise RuntimeError(f"SNS refused {len(result['Failed'])} alert(s): {result['Failed'][:3]}")
+
+
+class DynamoFeedback:
+    """Operators' alert labels from the control table: ``sk=feedback#<alert id>`` items, attribute ``label``.
+
+    Read by key with BatchGetItem (100 keys a call), so a report asks only about the alerts it shows.
+    """
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    def labels(self, integration_id: str, alert_ids: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        ids = list(dict.fromkeys(alert_ids))
+        for start in range(0, len(ids), 100):
+            keys = [
+                {"pk": {"S": _pk(integration_id)}, "sk": {"S": f"feedback#{a}"}}
+                for a in ids[start : start + 100]
+            ]
+            request: dict[str, Any] = {
+                self.table: {
+                    "Keys": keys,
+                    "ProjectionExpression": "sk, #label",
+                    "ExpressionAttributeNames": {"#label": "label"},
+                }
+            }
+            for _ in range(8):
+                page = client("dynamodb").batch_get_item(RequestItems=request)
+                for item in page["Responses"].get(self.table, []):
+                    if "S" in item.get("label", {}):
+                        found[item["sk"]["S"].removeprefix("feedback#")] = item["label"]["S"]
+                request = page.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError("DynamoDB kept keys unprocessed while reading alert feedback labels")
+        return found
+
+    def put_label(self, integration_id: str, alert_id: str, label: str) -> None:
+        """Used by the demo and tests until the operator API exists."""
+        client("dynamodb").put_item(
+            TableName=self.table,
+            Item={
+                "pk": {"S": _pk(integration_id)},
+                "sk": {"S": f"feedback#{alert_id}"},
+                "label": {"S": label},
+                "labelled_at": {"N": str(int(time.time()))},
+            },
+        )
+
+
+# --- support triage ------------------------------------------------------------------------------------
+
+INCIDENT_TTL_SECONDS = 90 * 86400  # after the incident's last change
+CLAIM_TTL_SECONDS = 35 * 86400  # far past SQS's retention: a redelivery always finds its claim
+DUE_INDEX = "Due"
+BY_DAY_INDEX = "ByDay"
+
+
+def _incident_key(integration_id: str, family: str, incident_id: str) -> dict[str, Any]:
+    return {"pk": {"S": _pk(integration_id)}, "sk": {"S": f"family#{family}#incident#{incident_id}"}}
+
+
+def _cancelled_by_condition(exc: ClientError) -> bool:
+    if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+        return True
+    if exc.response["Error"]["Code"] != "TransactionCanceledException":
+        return False
+    reasons = exc.response.get("CancellationReasons", [])
+    codes = {r.get("Code") for r in reasons}
+    return not reasons or bool(codes & {"ConditionalCheckFailed", "TransactionConflict"})
+
+
+class DynamoIncidents:
+    """Support triage's incidents in the incidents table (hash ``pk``, range ``sk``, TTL ``expires_at``).
+
+    Items:
+
+    * ``pk=integration#<id>, sk=family#<family>`` — the group head: ``version`` (N), bumped by every
+      save that opens or updates an incident of the family, so concurrent alerts never open two;
+    * ``pk=integration#<id>, sk=family#<family>#incident#<incident id>`` — the incident: ``record`` (S,
+      the JSON record), ``version`` (N), ``incident_id``, ``integration_id``, ``family``, ``status``,
+      ``outbox`` (S, JSON list of unsent messages; absent when empty), ``opened_day``/``opened_at``
+      (the ``ByDay`` index), ``due_shard``/``due_at_epoch`` (the sparse ``Due`` index, see
+      :func:`kpi_sentinel.triage.incidents.due_entry`), ``expires_at`` (90 days after its last change);
+    * ``pk=incident#<incident id>, sk=incident`` — where the incident lives (``ref_pk``/``ref_sk``), for
+      lookups by id;
+    * ``pk=alert#<alert id>, sk=alert`` — the alert's claim: ``incident_id`` and ``claimed_at``; expires
+      after 35 days.
+
+    A save is one ``TransactWriteItems``: the claim (``attribute_not_exists``), the group head and the
+    incident (both conditional on their version) and the id pointer, all or nothing.
+    """
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    def _stored(self, item: Mapping[str, Any]) -> StoredIncident:
+        outbox = json.loads(item["outbox"]["S"]) if "outbox" in item else []
+        return StoredIncident(json.loads(item["record"]["S"]), tuple(outbox))
+
+    def _get_item(self, key: Mapping[str, Any]) -> dict[str, Any] | None:
+        found = client("dynamodb").get_item(TableName=self.table, Key=key, ConsistentRead=True)
+        item: dict[str, Any] | None = found.get("Item")
+        return item
+
+    def claimed_by(self, alert_id: str) -> str | None:
+        item = self._get_item({"pk": {"S": f"alert#{alert_id}"}, "sk": {"S": "alert"}})
+        return str(item["incident_id"]["S"]) if item else None
+
+    def get(self, incident_id: str) -> StoredIncident | None:
+        pointer = self._get_item({"pk": {"S": f"incident#{incident_id}"}, "sk": {"S": "incident"}})
+        if pointer is None:
+            return None
+        item = self._get_item({"pk": pointer["ref_pk"], "sk": pointer["ref_sk"]})
+        return self._stored(item) if item else None
+
+    def candidates(self, integration_id: str, family: str) -> IncidentGroup:
+        head_sk, prefix = f"family#{family}", f"family#{family}#incident#"
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :family)",
+            "FilterExpression": "attribute_not_exists(#status) OR #status <> :resolved",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": {
+                ":pk": {"S": _pk(integration_id)},
+                ":family": {"S": head_sk},
+                ":resolved": {"S": "resolved"},
+            },
+            "ConsistentRead": True,
+        }
+        version, found = 0, []
+        while True:
+            page = client("dynamodb").query(**kwargs)
+            for item in page["Items"]:
+                sk = item["sk"]["S"]
+                if sk == head_sk:
+                    version = int(item["version"]["N"])
+                elif sk.startswith(prefix) and item["family"]["S"] == family:
+                    found.append(self._stored(item))
+            if "LastEvaluatedKey" not in page:
+                return IncidentGroup(version, tuple(found))
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _item(self, record: Mapping[str, Any], outbox: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            **_incident_key(record["integration_id"], record["family"], record["incident_id"]),
+            "record": {"S": json.dumps(record, separators=(",", ":"))},
+            "version": {"N": str(record["version"])},
+            "incident_id": {"S": record["incident_id"]},
+            "integration_id": {"S": record["integration_id"]},
+            "family": {"S": record["family"]},
+            "status": {"S": record["status"]},
+            "opened_day": {"S": record["opened_at"][:10]},
+            "opened_at": {"S": record["opened_at"]},
+            "expires_at": {"N": str(epoch(record["updated_at"]) + INCIDENT_TTL_SECONDS)},
+        }
+        if outbox:
+            item["outbox"] = {"S": json.dumps(list(outbox), separators=(",", ":"))}
+        entry = due_entry(record, bool(outbox))
+        if entry is not None:
+            item["due_shard"] = {"S": entry[0]}
+            item["due_at_epoch"] = {"N": str(entry[1])}
+        return item
+
+    def save(
+        self,
+        record: Mapping[str, Any],
+        expected_version: int,
+        outbox: Sequence[Mapping[str, Any]],
+        claim_alert_id: str | None = None,
+        group_version: int | None = None,
+    ) -> None:
+        if record["version"] != expected_version + 1:
+            raise ValueError(f"record version {record['version']} must be expected_version + 1")
+        item = self._item(record, outbox)
+        writes: list[dict[str, Any]] = []
+        if claim_alert_id is not None:
+            writes.append(
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": {
+                            "pk": {"S": f"alert#{claim_alert_id}"},
+                            "sk": {"S": "alert"},
+                            "incident_id": {"S": record["incident_id"]},
+                            "claimed_at": {"S": record["updated_at"]},
+                            "expires_at": {"N": str(epoch(record["updated_at"]) + CLAIM_TTL_SECONDS)},
+                        },
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
+            )
+        if group_version is not None:
+            head: dict[str, Any] = {
+                "TableName": self.table,
+                "Item": {
+                    "pk": item["pk"],
+                    "sk": {"S": f"family#{record['family']}"},
+                    "family": {"S": record["family"]},
+                    "version": {"N": str(group_version + 1)},
+                },
+            }
+            _versioned(head, group_version)
+            writes.append({"Put": head})
+        put: dict[str, Any] = {"TableName": self.table, "Item": item}
+        _versioned(put, expected_version)
+        writes.append({"Put": put})
+        writes.append(
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": {
+                        "pk": {"S": f"incident#{record['incident_id']}"},
+                        "sk": {"S": "incident"},
+                        "ref_pk": item["pk"],
+                        "ref_sk": item["sk"],
+                        "expires_at": item["expires_at"],
+                    },
+                }
+            }
+        )
+        try:
+            client("dynamodb").transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            if _cancelled_by_condition(exc):
+                raise IncidentConflict(
+                    f"incident {record['incident_id']} (or its group or the alert's claim) changed"
+                ) from exc
+            raise
+
+    def clear_outbox(self, record: Mapping[str, Any]) -> None:
+        entry = due_entry(record, has_outbox=False)
+        values: dict[str, Any] = {":v": {"N": str(record["version"])}}
+        if entry is None:
+            expression = "REMOVE outbox, due_shard, due_at_epoch"
+        else:
+            expression = "SET due_shard = :shard, due_at_epoch = :due REMOVE outbox"
+            values.update({":shard": {"S": entry[0]}, ":due": {"N": str(entry[1])}})
+        try:
+            client("dynamodb").update_item(
+                TableName=self.table,
+                Key=_incident_key(record["integration_id"], record["family"], record["incident_id"]),
+                UpdateExpression=expression,
+                ConditionExpression="#v = :v",
+                ExpressionAttributeNames={"#v": "version"},
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            # A newer version was saved: its writer read this outbox and sends (then clears) it.
+
+    def _due_shard(self, shard: str, until: int) -> Iterator[StoredIncident]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": DUE_INDEX,
+            "KeyConditionExpression": "due_shard = :shard AND due_at_epoch <= :until",
+            "ExpressionAttributeValues": {":shard": {"S": shard}, ":until": {"N": str(until)}},
+        }
+        while True:
+            page = client("dynamodb").query(**kwargs)
+            yield from (self._stored(item) for item in page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def pending_outboxes(self, before: datetime) -> Iterator[StoredIncident]:
+        yield from self._due_shard(OUTBOX_SHARD, int(before.timestamp()))
+
+    def due(self, now: datetime) -> Iterator[StoredIncident]:
+        for n in range(DUE_SHARDS):
+            yield from self._due_shard(f"due#{n}", int(now.timestamp()))
+
+    def incidents_opened(self, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
+        low, high = iso(start), iso(end)
+        day = datetime.fromisoformat(low).date()
+        while day.isoformat() <= high[:10]:
+            kwargs: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": BY_DAY_INDEX,
+                "KeyConditionExpression": "opened_day = :day AND opened_at BETWEEN :low AND :high",
+                "ExpressionAttributeValues": {
+                    ":day": {"S": day.isoformat()},
+                    ":low": {"S": low},
+                    ":high": {"S": high},
+                },
+            }
+            while True:
+                page = client("dynamodb").query(**kwargs)
+                for item in page["Items"]:
+                    if item["opened_at"]["S"] < high:
+                        yield json.loads(item["record"]["S"])
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            day += timedelta(days=1)
+
+    def acknowledge(self, incident_id: str, at: datetime) -> dict[str, Any]:
+        return transition(self, incident_id, lambda r: acknowledged(r, at))
+
+    def resolve(self, incident_id: str, at: datetime) -> dict[str, Any]:
+        return transition(self, incident_id, lambda r: resolved(r, at))
+
+
+def _versioned(put: dict[str, Any], expected_version: int) -> None:
+    """Make a Put conditional on the stored item's ``version`` (0: the item must not exist yet)."""
+    if expected_version == 0:
+        put["ConditionExpression"] = "attribute_not_exists(pk)"
+    else:
+        put["ConditionExpression"] = "#v = :v"
+        put["ExpressionAttributeNames"] = {"#v": "version"}
+        put["ExpressionAttributeValues"] = {":v": {"N": str(expected_version)}}
+
+
+class SqsTeamOutbox:
+    """Sends incident messages to their team's queue as JSON, with ``dedup_key``, ``team`` and
+    ``priority`` message attributes (a FIFO queue also gets the key as its deduplication id and the
+    incident as its message group)."""
+
+    def __init__(self, queues: Mapping[str, str]) -> None:
+        self.queues = dict(queues)
+
+    def _send(self, url: str, batch: Sequence[Mapping[str, Any]]) -> None:
+        entries: list[dict[str, Any]] = []
+        for n, message in enumerate(batch):
+            entry: dict[str, Any] = {
+                "Id": str(n),
+                "MessageBody": json.dumps(message, separators=(",", ":")),
+                "MessageAttributes": {
+                    name: {"DataType": "String", "StringValue": str(message[name])}
+                    for name in ("dedup_key", "team", "priority")
+                },
+            }
+            if url.endswith(".fifo"):
+                entry["MessageDeduplicationId"] = str(message["dedup_key"])[:128]
+                entry["MessageGroupId"] = str(message["incident"]["incident_id"])
+            entries.append(entry)
+        for _ in range(5):
+            result = client("sqs").send_message_batch(QueueUrl=url, Entries=entries)
+            failed = {f["Id"] for f in result.get("Failed", [])}
+            if not failed:
+                return
+            entries = [e for e in entries if e["Id"] in failed]
+            time.sleep(0.2)
+        raise RuntimeError(f"SQS refused {len(entries)} incident message(s) for {url} after retries")
+
+    def send(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        by_team: dict[str, list[Mapping[str, Any]]] = {}
+        for message in messages:
+            by_team.setdefault(str(message["team"]), []).append(message)
+        for team, batch in by_team.items():
+            url = self.queues.get(team)
+            if url is None:
+                raise RuntimeError(
+                    f"no outbound queue for team {team!r} (TEAM_QUEUES has {sorted(self.queues)})"
+                )
+            for start in range(0, len(batch), 10):
+                self._send(url, batch[start : start + 10])
+
+
+class AwsRulesSource:
+    """Routing rules from S3 (``s3://<bucket>/<key>``) or SSM Parameter Store (``ssm:/<name>``)."""
+
+    def read(self, location: str) -> str:
+        if location.startswith("s3://"):
+            bucket, _, key = location.removeprefix("s3://").partition("/")
+            body: bytes = client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+            return body.decode("utf-8")
+        if location.startswith("ssm:/"):
+            parameter = client("ssm").get_parameter(Name=location.removeprefix("ssm:"), WithDecryption=True)
+            return str(parameter["Parameter"]["Value"])
+        raise ValueError(f"rules location {location!r} is neither s3://<bucket>/<key> nor ssm:/<name>")

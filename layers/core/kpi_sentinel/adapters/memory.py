@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -9,7 +10,15 @@ from datetime import datetime
 from typing import Any
 
 from kpi_sentinel.calendar import GLOBAL
-from kpi_sentinel.ports import ActiveIntegration, StateConflict, StoredState
+from kpi_sentinel.ports import (
+    ActiveIntegration,
+    IncidentConflict,
+    IncidentGroup,
+    StateConflict,
+    StoredIncident,
+    StoredState,
+)
+from kpi_sentinel.triage.incidents import OUTBOX_SHARD, acknowledged, due_entry, iso, resolved, transition
 
 
 class MemoryObjects:
@@ -133,3 +142,160 @@ class MemoryQueue:
 
     def send(self, jobs: Sequence[Mapping[str, Any]]) -> None:
         self.jobs.extend(jobs)
+
+
+class MemoryFeedback:
+    """Operators' alert labels, keyed by integration and alert id (the control table's ``feedback#``)."""
+
+    def __init__(self) -> None:
+        self.stored: dict[tuple[str, str], str] = {}
+
+    def put_label(self, integration_id: str, alert_id: str, label: str) -> None:
+        self.stored[(integration_id, alert_id)] = label
+
+    def labels(self, integration_id: str, alert_ids: Sequence[str]) -> dict[str, str]:
+        return {
+            a: self.stored[(integration_id, a)]
+            for a in dict.fromkeys(alert_ids)
+            if (integration_id, a) in self.stored
+        }
+
+
+class MemoryIncidents:
+    """Support triage's incidents in memory, with the DynamoDB adapter's semantics.
+
+    Saves are all-or-nothing under the same conditions (incident version, alert claim, group version);
+    records are stored as JSON so callers never share mutable state with the store; ``due`` and
+    ``pending_outboxes`` read the same Due-index entries :func:`kpi_sentinel.triage.incidents.due_entry`
+    gives the DynamoDB items.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.records: dict[str, str] = {}  # incident id -> record JSON
+        self.outboxes: dict[str, str] = {}  # incident id -> outbox JSON (absent when empty)
+        self.claims: dict[str, str] = {}  # alert id -> incident id
+        self.groups: dict[tuple[str, str], int] = {}  # (integration, family) -> group version
+        self.saves = 0
+
+    def _stored(self, incident_id: str) -> StoredIncident:
+        outbox = json.loads(self.outboxes.get(incident_id, "[]"))
+        return StoredIncident(json.loads(self.records[incident_id]), tuple(outbox))
+
+    def claimed_by(self, alert_id: str) -> str | None:
+        with self._lock:
+            return self.claims.get(alert_id)
+
+    def get(self, incident_id: str) -> StoredIncident | None:
+        with self._lock:
+            return self._stored(incident_id) if incident_id in self.records else None
+
+    def candidates(self, integration_id: str, family: str) -> IncidentGroup:
+        with self._lock:
+            found = [
+                self._stored(i)
+                for i, text in self.records.items()
+                if (r := json.loads(text))["integration_id"] == integration_id
+                and r["family"] == family
+                and r["status"] != "resolved"
+            ]
+            return IncidentGroup(self.groups.get((integration_id, family), 0), tuple(found))
+
+    def save(
+        self,
+        record: Mapping[str, Any],
+        expected_version: int,
+        outbox: Sequence[Mapping[str, Any]],
+        claim_alert_id: str | None = None,
+        group_version: int | None = None,
+    ) -> None:
+        if record["version"] != expected_version + 1:
+            raise ValueError(f"record version {record['version']} must be expected_version + 1")
+        incident = str(record["incident_id"])
+        group = (str(record["integration_id"]), str(record["family"]))
+        with self._lock:
+            current = json.loads(self.records[incident])["version"] if incident in self.records else 0
+            if current != expected_version:
+                raise IncidentConflict(f"incident {incident} is at version {current}, not {expected_version}")
+            if claim_alert_id is not None and claim_alert_id in self.claims:
+                raise IncidentConflict(f"alert {claim_alert_id} is already claimed")
+            if group_version is not None and self.groups.get(group, 0) != group_version:
+                raise IncidentConflict(f"incident group {group} changed")
+            self.records[incident] = json.dumps(record)
+            if outbox:
+                self.outboxes[incident] = json.dumps(list(outbox))
+            else:
+                self.outboxes.pop(incident, None)
+            if claim_alert_id is not None:
+                self.claims[claim_alert_id] = incident
+            if group_version is not None:
+                self.groups[group] = group_version + 1
+            self.saves += 1
+
+    def clear_outbox(self, record: Mapping[str, Any]) -> None:
+        incident = str(record["incident_id"])
+        with self._lock:
+            if (
+                incident in self.records
+                and json.loads(self.records[incident])["version"] == record["version"]
+            ):
+                self.outboxes.pop(incident, None)
+
+    def _index(self) -> list[tuple[str, int, StoredIncident]]:
+        with self._lock:
+            listed = []
+            for incident in self.records:
+                stored = self._stored(incident)
+                entry = due_entry(stored.record, bool(stored.outbox))
+                if entry is not None:
+                    listed.append((entry[0], entry[1], stored))
+            return sorted(listed, key=lambda e: (e[1], e[2].record["incident_id"]))
+
+    def pending_outboxes(self, before: datetime) -> Iterator[StoredIncident]:
+        stamp = before.timestamp()
+        yield from (s for shard, at, s in self._index() if shard == OUTBOX_SHARD and at <= stamp)
+
+    def due(self, now: datetime) -> Iterator[StoredIncident]:
+        stamp = now.timestamp()
+        yield from (s for shard, at, s in self._index() if shard != OUTBOX_SHARD and at <= stamp)
+
+    def incidents_opened(self, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
+        low, high = iso(start), iso(end)
+        with self._lock:
+            records = [json.loads(text) for text in self.records.values()]
+        found = [r for r in records if low <= r["opened_at"] < high]
+        yield from sorted(found, key=lambda r: (r["opened_at"], r["incident_id"]))
+
+    def acknowledge(self, incident_id: str, at: datetime) -> dict[str, Any]:
+        return transition(self, incident_id, lambda r: acknowledged(r, at))
+
+    def resolve(self, incident_id: str, at: datetime) -> dict[str, Any]:
+        return transition(self, incident_id, lambda r: resolved(r, at))
+
+
+class MemoryTeamOutbox:
+    """Messages per team, in the order sent (``sent`` has them all)."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        self.sent.extend(json.loads(json.dumps(list(messages))))
+
+    def for_team(self, team: str) -> list[dict[str, Any]]:
+        return [m for m in self.sent if m["team"] == team]
+
+
+class MemoryRulesSource:
+    """Rules documents by location (``s3://...`` or ``ssm:/...``); ``reads`` counts the reads."""
+
+    def __init__(self, documents: Mapping[str, str] | None = None) -> None:
+        self.documents: dict[str, str] = dict(documents or {})
+        self.reads = 0
+
+    def read(self, location: str) -> str:
+        self.reads += 1
+        try:
+            return self.documents[location]
+        except KeyError:
+            raise FileNotFoundError(location) from None
