@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from datetime import date
 from pathlib import Path
 
 from kpi_sentinel.config import GRANULARITIES, ConfigError
@@ -59,6 +61,59 @@ def _demo(args: argparse.Namespace) -> int:
     return 1 if missed or not summary["rows_reconcile"] else 0
 
 
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
+
+
+def _report(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from kpi_sentinel.adapters.aws import DynamoFeedback, DynamoIncidents, S3Objects
+    from kpi_sentinel.ports import ReportPorts
+    from kpi_sentinel.report.build import build_report, write_report
+
+    if not args.bucket:
+        print("kpi-sentinel report: no data bucket (--bucket or DATA_BUCKET)", file=sys.stderr)
+        return 2
+    end = args.end or args.start
+    if end < args.start:
+        print(f"kpi-sentinel report: --end {end} is before --start {args.start}", file=sys.stderr)
+        return 2
+    ports = ReportPorts(
+        objects=S3Objects(),
+        data_bucket=args.bucket,
+        incidents=DynamoIncidents(args.incidents_table) if args.incidents_table else None,
+        feedback=DynamoFeedback(args.control_table) if args.control_table else None,
+        clock=lambda: datetime.now(UTC),
+    )
+    try:
+        result = build_report(ports, args.start, end, args.integration)
+        written = write_report(result, folder=args.out) if args.out else write_report(result, ports)
+    except ValueError as exc:
+        print(f"kpi-sentinel report: {exc}", file=sys.stderr)
+        return 2
+    except (BotoCoreError, ClientError) as exc:
+        print(f"kpi-sentinel report: AWS refused: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"report {result.name}: {len(result.alerts)} alerts, {len(result.integrations)} integrations, "
+        f"{len(result.problems)} data problem(s)"
+        + ("" if ports.incidents else "; incidents unavailable (no --incidents-table)")
+        + ("" if ports.feedback else "; labels unavailable (no --control-table)"),
+        file=sys.stderr,
+    )
+    for problem in result.problems:
+        print(f"  problem: {problem.source}: {problem.reason}", file=sys.stderr)
+    for location in written:
+        print(location)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kpi-sentinel", description="KPI anomaly detection and alert routing"
@@ -94,6 +149,33 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--dimension", action="append", help="only slice by this column (repeatable)")
     backtest.add_argument("--no-slices", action="store_true", help="score totals only")
     backtest.set_defaults(run=_backtest)
+
+    report = commands.add_parser(
+        "report",
+        help="build the KPI report (HTML, alerts CSV, summary JSON) of a date range from the data bucket",
+        description="Reads alerts/, history/ and suppressed/ from the data bucket (AWS_ENDPOINT_URL points "
+        "boto3 at a local stack) and writes reports/<start>[_<end>]/ there, or the files to --out.",
+    )
+    report.add_argument(
+        "--bucket", default=os.environ.get("DATA_BUCKET"), help="data bucket (default: $DATA_BUCKET)"
+    )
+    report.add_argument("--start", type=_day, required=True, help="first day, YYYY-MM-DD (UTC)")
+    report.add_argument("--end", type=_day, help="last day, included (default: --start)")
+    report.add_argument(
+        "--integration", action="append", default=[], help="also cover this integration (repeatable)"
+    )
+    report.add_argument(
+        "--incidents-table",
+        default=os.environ.get("INCIDENTS_TABLE"),
+        help="incidents table for SLA adherence (default: $INCIDENTS_TABLE; none: reported unavailable)",
+    )
+    report.add_argument(
+        "--control-table",
+        default=os.environ.get("CONTROL_TABLE"),
+        help="control table for feedback labels (default: $CONTROL_TABLE; none: precision unavailable)",
+    )
+    report.add_argument("--out", type=Path, help="write the files to this folder instead of the bucket")
+    report.set_defaults(run=_report)
     return parser
 
 
