@@ -23,6 +23,8 @@ def _imported_after(module: str) -> set[str]:
         ("kpi_sentinel.handlers.scorer", {"numpy"}),  # numpy is the detector; nothing heavier
         ("kpi_sentinel.handlers.planner", set()),  # the planner runs without any numeric library
         ("kpi_sentinel.adapters.aws", set()),
+        ("kpi_sentinel.handlers.triage", set()),  # routing and incidents: plain Python
+        ("kpi_sentinel.handlers.report", set()),  # recording alerts needs no plots: matplotlib is lazy
     ],
 )
 def test_given_a_function_handler_when_imported_then_no_heavy_library_is_loaded(

@@ -59,6 +59,8 @@ CACHED_MODULES = (
     "kpi_sentinel.handlers.scorer",
     "kpi_sentinel.handlers.planner",
     "kpi_sentinel.handlers.retrainer",
+    "kpi_sentinel.handlers.triage",
+    "kpi_sentinel.handlers.report",
 )
 CACHED_ATTRIBUTES = ("client", "_aws_ports", "_signing_key")
 
@@ -483,14 +485,23 @@ class LocalStack:
     def queue_url(self, logical_id: str) -> str:
         return self._ref_value(logical_id)
 
-    def drain(self, function_id: str, max_batches: int = 100_000, wait_seconds: int = 0) -> int:
+    def drain(
+        self,
+        function_id: str,
+        max_batches: int = 100_000,
+        wait_seconds: int = 0,
+        handler: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None,
+    ) -> int:
         """Deliver the function's SQS sources to its handler until they are empty, as Lambda would.
 
         Messages the handler reports as failed become visible again at once (moto then redrives
-        them to the DLQ after maxReceiveCount). Returns the number of messages delivered.
+        them to the DLQ after maxReceiveCount). Returns the number of messages delivered. ``handler``
+        replaces the function's handler (with the function's environment in place): the demo uses it
+        to run support triage on a clock that follows the replayed data.
         """
         spec = self.functions[function_id]
-        handler = self.handler(function_id)
+        default = self.handler(function_id)
+        handler = handler or default
         sqs = self.client("sqs")
         delivered = 0
         for queue_id, batch_size in spec.sqs_sources:
