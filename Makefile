@@ -14,7 +14,7 @@ TOOLS := .venv-tools
 SAM_PATH := $(dir $(PYTHON312)):$(PATH)
 OUT ?= out/demo
 
-.PHONY: help demo test lint typecheck unit integration template-check build package-check bench bench-quality lock clean
+.PHONY: help demo test lint typecheck unit integration browser template-check build package-check bench bench-quality lock clean
 
 help:
 	@echo "make demo   run the whole pipeline on a local moto stack with synthetic data and write a report"
@@ -52,8 +52,17 @@ typecheck: $(VENV)/.installed
 unit: $(VENV)/.installed
 	$(VENV)/bin/pytest tests/unit layers/core/kpi_sentinel
 
-integration: $(VENV)/.installed
+integration: $(VENV)/.installed browser
 	$(VENV)/bin/pytest tests/integration
+
+# The report's browser test opens it in Debian's chromium: installed here when missing (needs root and
+# apt-get, as on CI); elsewhere install it yourself or set KPI_SENTINEL_SKIP_BROWSER=1.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the report's browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else echo "chromium not found and not installable here (needs root and apt-get)"; fi
 
 template-check: $(TOOLS)/sam/.installed $(TOOLS)/checkov/.installed
 	PATH="$(SAM_PATH)" TOOLS=$(TOOLS) scripts/check_template.sh
