@@ -10,6 +10,14 @@ the real ``retrain_planner`` enqueues one job per active integration and the rea
 ``iforest_retrainer`` trains each isolation forest on the scorer's history, stores it signed in the
 data bucket and scores the last day, where the data carries a funnel break (clicks normal, the
 funnel -55%). The summary says which detector caught which incident.
+
+Support triage runs on the data's clock, as it would have run live: each time the scorer's queue is
+drained, the real ``support_triage`` handler takes the alerts published so far with its clock at the
+newest data, groups them into incidents, sends new and escalated ones to the team queues, and then
+runs its SLA check at that moment. A simulated operator acknowledges the revenue team's incidents 10
+minutes after they open and the acquisition team's after 90 minutes; the other teams' incidents are
+left to escalate. Finally the real ``kpi_report`` records every alert and builds two reports: the
+daily one of the last day (through its schedule) and one of the month with the injected incidents.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -31,6 +39,14 @@ from kpi_sentinel.synthetic import DemoDataset, Incident, SyncFile, demo_dataset
 SCORER = "EwmaScorerFunction"
 PLANNER = "RetrainPlannerFunction"
 RETRAINER = "IforestRetrainerFunction"
+TRIAGE = "SupportTriageFunction"
+REPORT = "KpiReportFunction"
+TEAM_QUEUES = {
+    "revenue": "RevenueTeamQueue", "acquisition": "AcquisitionTeamQueue",
+    "support-ops": "SupportOpsTeamQueue", "integrations": "IntegrationsTeamQueue",
+}  # fmt: skip
+# The simulated operator: how long after an incident opens each team acknowledges it (others never do).
+ACKNOWLEDGES_AFTER = {"revenue": timedelta(minutes=10), "acquisition": timedelta(minutes=90)}
 DETECTORS = ("ewma", "isolation_forest")
 SNOOZED = {"integration_id": "globex-traffic", "metric": "ftds", "reason": "demo: attribution rework"}
 
@@ -105,6 +121,87 @@ def caught(incident: Incident, alerts: Sequence[Mapping[str, Any]]) -> Mapping[s
     return None
 
 
+class DemoTriage:
+    """support_triage on the replayed data's clock, with an operator acknowledging some teams' incidents."""
+
+    def __init__(self, stack: Any) -> None:
+        from kpi_sentinel.adapters.aws import DynamoIncidents
+        from kpi_sentinel.handlers import triage
+
+        self.stack, self.triage = stack, triage
+        self.now = datetime(1970, 1, 1, tzinfo=UTC)
+        stack.handler(TRIAGE)  # the function's environment, as the runner gives it
+        base = triage._aws_ports()
+        self.runtime = replace(base, ports=replace(base.ports, clock=lambda: self.now))
+        self.store = DynamoIncidents(stack.physical["IncidentsTable"])
+        self.opened: list[Any] = []
+        self.acknowledged = 0
+        self.sla_escalations = 0
+        triage.observers.append(self._seen)
+
+    def _seen(self, outcome: Any) -> None:
+        if outcome.status == "opened":
+            self.opened.append(outcome)
+
+    def close(self) -> None:
+        self.triage.observers.remove(self._seen)
+
+    def run(self, now: datetime) -> None:
+        from kpi_sentinel.local.stack import lambda_context
+
+        self.now = now
+        self.stack.handler(TRIAGE)
+        self.stack.drain(
+            TRIAGE, handler=lambda event, context: self.triage.handle(event, context, self.runtime)
+        )
+        for outcome in self.opened:
+            delay = ACKNOWLEDGES_AFTER.get(outcome.team or "")
+            if delay is not None:
+                stored = self.store.get(outcome.incident_id)
+                if stored is None:
+                    raise RuntimeError(
+                        f"incident {outcome.incident_id} was reported opened but is not stored"
+                    )
+                opened_at = datetime.fromisoformat(str(stored.record["opened_at"]))
+                self.store.acknowledge(outcome.incident_id, opened_at + delay)
+                self.acknowledged += 1
+        self.opened.clear()
+        check = {"action": "sla_check", "as_of": now.isoformat()}
+        done = self.triage.handle(check, lambda_context(TRIAGE), self.runtime)
+        self.sla_escalations += int(done.get("escalated", 0)) + int(done.get("breached", 0))
+        self.triage.metrics.clear_metrics()
+
+
+def label_alerts(
+    feedback: Any, alerts: Sequence[Mapping[str, Any]], incidents: Sequence[Incident]
+) -> Counter[str]:
+    """The operator labels what support saw: an alert inside an injected incident's window (same
+    integration) is a true positive, any other warning or critical alert a false one (the generator
+    injected nothing else). The report's precision comes from these labels."""
+    labels: Counter[str] = Counter()
+    for alert in alerts:
+        if alert["severity"] == "info":
+            continue
+        start = datetime.fromisoformat(alert["period_start"])
+        inside = any(
+            i.integration_id == alert["integration_id"] and i.start <= start <= i.end for i in incidents
+        )
+        label = "true_positive" if inside else "false_positive"
+        feedback.put_label(alert["integration_id"], alert["alert_id"], label)
+        labels[label] += 1
+    return labels
+
+
+def fetch_report(stack: Any, built: Mapping[str, Any], folder: Path) -> Path:
+    """Copy a report the kpi_report function wrote to the data bucket into ``folder``."""
+    s3, bucket = stack.client("s3"), stack.physical["DataBucket"]
+    folder.mkdir(parents=True, exist_ok=True)
+    for listed in s3.list_objects_v2(Bucket=bucket, Prefix=built["prefix"]).get("Contents", []):
+        name = listed["Key"][len(built["prefix"]) :]
+        (folder / name).write_bytes(s3.get_object(Bucket=bucket, Key=listed["Key"])["Body"].read())
+    return folder / "index.html"
+
+
 def read_queue(stack: Any, queue_id: str) -> list[dict[str, Any]]:
     sqs, url = stack.client("sqs"), stack.queue_url(queue_id)
     messages: list[dict[str, Any]] = []
@@ -118,10 +215,11 @@ def read_queue(stack: Any, queue_id: str) -> list[dict[str, Any]]:
 
 
 def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdout) -> dict[str, Any]:
-    from kpi_sentinel.adapters.aws import DynamoControl
-    from kpi_sentinel.handlers import retrainer, scorer
-    from kpi_sentinel.local.stack import local_stack
+    from kpi_sentinel.adapters.aws import DynamoControl, DynamoFeedback, S3Objects
+    from kpi_sentinel.handlers import report, retrainer, scorer
+    from kpi_sentinel.local.stack import lambda_context, local_stack
     from kpi_sentinel.outputs import alert_row, html_page, write_alerts
+    from kpi_sentinel.report.data import read_recorded_alerts, report_days
 
     def say(text: str) -> None:
         print(text, file=stream, flush=True)
@@ -138,12 +236,15 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
             stack.functions[SCORER].environment.update(
                 {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
             )
-            for function in (SCORER, PLANNER, RETRAINER):
+            for function in (SCORER, PLANNER, RETRAINER, TRIAGE, REPORT):
                 stack.functions[function].environment.update(
                     {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
                 )
             scorer.logger.setLevel("WARNING")
             retrainer.logger.setLevel("WARNING")
+            report.logger.setLevel("WARNING")
+            desk = DemoTriage(stack)
+            desk.triage.logger.setLevel("WARNING")
             logging.getLogger("kpi_sentinel").setLevel(logging.ERROR)  # the summary reports quarantines
             say(f"  stack up in {time.perf_counter() - started:.1f}s at {stack.endpoint}; "
                 f"{len(stack.types)} template resources, missing locally: {stack.missing() or 'none'}")  # fmt: skip
@@ -162,12 +263,15 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
                 if n % 30 == 0 or n == len(files):
                     stack.drain(SCORER)
                     scorer.metrics.clear_metrics()  # disabled metrics are never flushed, only piled up
+                    # Triage sees the alerts minutes after their period, as it would live.
+                    desk.run(sync.period_start + timedelta(hours=1, minutes=5))
                 if sync.period_start.date() != day:
                     day = sync.period_start.date()
                     if day.day in (1, 8, 15, 22) or n == 1:
                         say(f"  {day}  files {n:>5}/{len(files)}  rows scored {stats.rows_scored:>7}  "
                             f"alerts {stats.alerts_published:>4}  ({time.perf_counter() - started:.0f}s)")  # fmt: skip
             stack.drain(SCORER)
+            desk.run(dataset.end + timedelta(minutes=5))
             say(f"  nightly retrain for the night of {dataset.end:%Y-%m-%d}: planner -> RetrainQueue -> "
                 f"iforest_retrainer ...")  # fmt: skip
             planned = stack.trigger(PLANNER, "NightlyRetrain", {"as_of": dataset.end.isoformat()})
@@ -177,12 +281,45 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
                 say(f"    {job.integration_id:<16} {job.status:<8} {len(job.features)} features, "
                     f"{job.training_rows} training periods, {job.alerts_published} alert(s) "
                     f"({job.seconds:.1f}s){'; ' + job.reason if job.reason else ''}")  # fmt: skip
-            alerts = read_queue(stack, "KpiReportQueue")
-            triage = read_queue(stack, "SupportTriageQueue")
-            dead = {q: len(read_queue(stack, q)) for q in ("IngestDLQ", "SupportTriageDLQ", "KpiReportDLQ")}
+            # The forest's alerts are triaged after the nightly run; a day later the SLA check has
+            # escalated whatever nobody acknowledged.
+            desk.run(dataset.end + timedelta(hours=2, minutes=30))
+            desk.run(dataset.end + timedelta(days=1))
+            incidents = sorted(
+                desk.store.incidents_opened(dataset.start, dataset.end + timedelta(days=2)),
+                key=lambda i: (i["opened_at"], i["incident_id"]),
+            )
+            team_messages = {team: read_queue(stack, queue) for team, queue in TEAM_QUEUES.items()}
+            say(f"  support triage: {len(incidents)} incidents, {desk.acknowledged} acknowledged by the operator, "
+                f"{desk.sla_escalations} SLA escalation(s); team queues: "
+                + ", ".join(f"{t} {len(m)}" for t, m in team_messages.items()))  # fmt: skip
+            say("  kpi_report: recording every alert, then the daily report (schedule) and the month's ...")
+            stack.drain(REPORT)
+            report.metrics.clear_metrics()
+            alerts, _ = read_recorded_alerts(
+                S3Objects(),
+                stack.physical["DataBucket"],
+                report_days(dataset.start.date(), dataset.end.date()),
+            )
+            labels = label_alerts(DynamoFeedback(stack.physical["ControlTable"]), alerts, dataset.incidents)
+            daily = stack.trigger(REPORT, "DailyReport", {"time": dataset.end.strftime("%Y-%m-%dT%H:%M:%SZ")})
+            last = (dataset.end - timedelta(days=1)).date()
+            first = max(dataset.start.date(), last - timedelta(days=30))
+            request = {"action": "build_report", "start": first.isoformat(), "end": last.isoformat()}
+            monthly = stack.handler(REPORT)(request, lambda_context(REPORT))
+            report.metrics.clear_metrics()
+            daily_page = fetch_report(stack, daily, out / "report-daily")
+            month_page = fetch_report(stack, monthly, out / "report")
+            triage = [a for a in alerts if a["severity"] != "info"]
+            dead = {
+                q: len(read_queue(stack, q))
+                for q in ("IngestDLQ", "SupportTriageDLQ", "KpiReportDLQ", "TeamQueuesDLQ")
+            }
     finally:
         scorer.observers.remove(stats.observe)
         retrainer.observers.remove(jobs.append)
+        if "desk" in locals():
+            desk.close()
 
     alerts.sort(key=lambda a: (a["period_start"], a["integration_id"], a["metric"]))
     out.mkdir(parents=True, exist_ok=True)
@@ -211,8 +348,18 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
         "reports": stats.reports,
         "alerts_published": stats.alerts_published,
         "alerts_suppressed_by_snooze": stats.alerts_suppressed,
-        "alerts_on_report_queue": len(alerts),
-        "alerts_on_support_triage_queue": len(triage),
+        "alerts_recorded_by_kpi_report": len(alerts),
+        "alerts_for_support_triage": len(triage),
+        "support_incidents": len(incidents),
+        "incidents_by_team": dict(Counter(i["team"] for i in incidents)),
+        "incidents_by_priority": dict(Counter(i["priority"] for i in incidents)),
+        "incidents_acknowledged_by_operator": desk.acknowledged,
+        "alert_labels_by_operator": dict(labels),
+        "sla_escalations": desk.sla_escalations,
+        "team_queue_messages": {
+            team: dict(Counter(m["event"] for m in messages)) for team, messages in team_messages.items()
+        },
+        "kpi_reports": {"daily": str(daily_page), "period": str(month_page)},
         "dead_letters": dead,
         "alerts_by_integration": {f"{i}/{s}": c for (i, s), c in sorted(per_integration.items())},
         "alerts_by_detector": dict(Counter(a["detector"] for a in alerts)),
@@ -255,6 +402,11 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
                                               "training periods", "periods scored", "alerts", "seconds"),
          [(j.integration_id, j.status if not j.reason else f"{j.status}: {j.reason}", j.model_version,
            j.features, j.training_rows, j.rows_scored, j.alerts_published, j.seconds) for j in jobs]),
+        ("Support incidents (support_triage)", ("opened", "integration", "team", "priority", "status",
+                                                 "severity", "alerts", "escalations", "summary"),
+         [(i["opened_at"], i["integration_id"], i["team"], i["priority"], i["status"], i["severity"],
+           i["count"], [f"{x['level']} ({x['reason']})" for x in i["escalations"]], i["summary"])
+          for i in incidents]),
         ("Pipeline", ("measure", "value"),
          [(k, v) for k, v in summary.items()
          if k not in ("incidents", "alerts_by_integration", "nightly_retrain")]),
@@ -271,8 +423,8 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
         f" ({'reconciled' if summary['rows_reconcile'] else 'DO NOT RECONCILE'})")  # fmt: skip
     for line in stats.quarantined:
         say(f"Quarantined: {line}")
-    say(f"Alerts: {len(alerts)} on the report queue, {len(triage)} (warning and above) on the support-triage "
-        f"queue, {stats.alerts_suppressed} suppressed by the demo snooze on {SNOOZED['integration_id']}/"
+    say(f"Alerts: {len(alerts)} recorded by kpi_report, {len(triage)} of them (warning and above) for support "
+        f"triage, {stats.alerts_suppressed} suppressed by the demo snooze on {SNOOZED['integration_id']}/"
         f"{SNOOZED['metric']}; dead letters: {sum(dead.values())}")  # fmt: skip
     for integration in sorted({i for i, _ in per_integration}):
         counts = ", ".join(
@@ -290,9 +442,20 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
                 say(f"      {detector}: {text}")
         else:
             say(f"  {r['kind']:<14} {r['integration_id']:<16} {r['start'][:16]}  MISSED")
+    say(f"Support incidents: {len(incidents)} ("
+        + ", ".join(f"{t} {n}" for t, n in sorted(Counter(i["team"] for i in incidents).items()))
+        + f"); {desk.acknowledged} acknowledged by the operator, {desk.sla_escalations} escalated past their SLA")  # fmt: skip
+    for team, messages in team_messages.items():
+        events = Counter(m["event"] for m in messages)
+        say(f"  {team} queue: " + (", ".join(f"{e} {n}" for e, n in sorted(events.items())) or "no messages"))
+    say(f"Labels: the operator marked {labels['true_positive']} alerts true and {labels['false_positive']} false "
+        "(inside or outside an injected incident); the report's precision comes from them")  # fmt: skip
+    say(f"KPI report (daily, {daily['report']}): {daily_page.resolve()}")
+    say(f"KPI report ({monthly['report']}, the injected incidents): {month_page.resolve()}")
     say(f"Caught {sum(r['caught'] for r in results)} of {len(results)} injected incidents "
         f"in {summary['seconds']}s.")  # fmt: skip
-    say(f"Output: {out.resolve()}  (index.html, {jsonl.name}, {table.name}, summary.json)")
+    say(f"Output: {out.resolve()}  (report/index.html: the KPI report; report-daily/; the demo's index.html, "
+        f"{jsonl.name}, {table.name}, summary.json)")  # fmt: skip
     return summary
 
 
