@@ -5,6 +5,9 @@ Grouping: when a metric's total alerts in a period, its slices that moved become
 (a crater in a small source that the total hides) or when it moved the other way (a crater under a
 rising total).
 
+The threshold is the metric's own when it has one (an operator's override or its spec), else the
+integration's (:meth:`IntegrationConfig.threshold_for`).
+
 Severity: ``warning`` past the threshold in the metric's bad direction, ``critical`` past twice the
 threshold with a change of at least 30%; ``info`` past the threshold in the other direction (the
 report shows it, support triage does not receive it).
@@ -180,18 +183,23 @@ def build_alerts(
         spec = config.metric(metric)
         if spec is None:
             continue
+        threshold = config.threshold_for(metric)
         total = next((p for p in group if not p.series[1]), None)
         slices = [p for p in group if p.series[1]]
-        total_verdict = classify(total, spec, config.alert_threshold, config.confirm) if total else None
+        total_verdict = classify(total, spec, threshold, config.confirm) if total else None
         if total and total_verdict:
             found = contributors(total, slices, _is_ratio(spec))
-            alerts.append(_alert(config, granularity, total, spec, total_verdict, found, label, sync_key))
+            alerts.append(
+                _alert(config, granularity, total, spec, threshold, total_verdict, found, label, sync_key)
+            )
         for point in slices:
-            verdict = classify(point, spec, config.alert_threshold, config.confirm)
+            verdict = classify(point, spec, threshold, config.confirm)
             # A slice that moved with an alerting total is one of its contributors; a slice that moved
             # the other way is not explained by it (a crater under a rising total) and alerts on its own.
             if verdict and not (total_verdict and verdict[1] == total_verdict[1]):
-                alerts.append(_alert(config, granularity, point, spec, verdict, [], label, sync_key))
+                alerts.append(
+                    _alert(config, granularity, point, spec, threshold, verdict, [], label, sync_key)
+                )
     return alerts
 
 
@@ -200,6 +208,7 @@ def _alert(
     granularity: int,
     point: ScoredPoint,
     spec: MetricSpec | RatioSpec | RateSpec,
+    threshold: float,
     verdict: tuple[str, str],
     found: list[dict[str, Any]],
     label: str,
@@ -231,7 +240,7 @@ def _alert(
         },
         "score": round(point.score, 4),
         "sustained_score": None if math.isnan(point.sustained) else round(point.sustained, 4),
-        "threshold": config.alert_threshold,
+        "threshold": threshold,
         "direction": direction,
         "bad_direction": spec.bad_direction,
         "severity": severity,

@@ -1,4 +1,4 @@
-"""The ``kpi-sentinel`` command."""
+"""The ``kpi-sentinel`` command (the operator API's commands: :mod:`kpi_sentinel.operator.commands`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import date
 from pathlib import Path
 
 from kpi_sentinel.config import GRANULARITIES, ConfigError
+from kpi_sentinel.operator.commands import add_operator_commands
 
 
 def _backtest(args: argparse.Namespace) -> int:
@@ -176,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", type=Path, help="write the files to this folder instead of the bucket")
     report.set_defaults(run=_report)
+
+    # snooze | label | calendar | override | incidents | whoami: the operator API over HTTP
+    add_operator_commands(commands)
     return parser
 
 

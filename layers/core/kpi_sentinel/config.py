@@ -3,10 +3,17 @@
 An operator may store an explicit config (JSON, see :func:`IntegrationConfig.from_dict`); without
 one, :func:`infer_config` derives sensible defaults from the first file's columns and values, and the
 scorer remembers that inference so later syncs are read the same way.
+
+Per-metric **overrides** (``threshold``, ``bad_direction``, ``min_abs_change``, ``min_volume``) sit on
+top of either: :func:`with_overrides` lays the operators' overrides (the control table's
+``override#<metric>`` items) over the config at every sync, and :meth:`IntegrationConfig.metric` answers
+with the overridden spec. They are kept apart from the specs so that removing an override restores the
+configured or inferred value instead of leaving the old override behind in a remembered inference.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -15,6 +22,8 @@ from typing import Any, Literal
 Direction = Literal["down", "up", "both"]
 Shape = Literal["metrics", "events"]
 DIRECTIONS: tuple[Direction, ...] = ("down", "up", "both")
+# What an operator may override per metric (see with_overrides).
+OVERRIDE_FIELDS = ("threshold", "bad_direction", "min_abs_change", "min_volume")
 
 GRANULARITIES = {"5min": 300, "hour": 3600, "day": 86400}
 # A week for every granularity: business KPIs repeat weekly (weekday/weekend × hour of day).
@@ -88,6 +97,7 @@ class MetricSpec:
     bad_direction: Direction = "both"
     min_abs_change: float = 0.0
     min_volume: float = 0.0
+    threshold: float | None = None  # this metric's alert threshold; None: the integration's
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,7 @@ class RatioSpec:
     bad_direction: Direction = "down"
     min_abs_change: float = 0.0
     min_volume: float = 0.0
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,7 @@ class RateSpec:
     bad_direction: Direction = "up"
     min_abs_change: float = 0.0
     min_volume: float = 0.0
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +152,8 @@ class IntegrationConfig:
     timezone: str = "UTC"
     inferred: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # metric -> {field: value} over the specs (OVERRIDE_FIELDS only); see with_overrides
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def season(self) -> int:
@@ -164,12 +178,26 @@ class IntegrationConfig:
         return (*self.metrics, *self.ratios, *self.rates)
 
     def metric(self, name: str) -> MetricSpec | RatioSpec | RateSpec | None:
+        """The spec that judges ``name``, with the operators' overrides of that metric applied."""
+        found: MetricSpec | RatioSpec | RateSpec | None = None
         for spec in self.specs():
             if spec.name == name:
-                return spec
-        if self.shape == "events" and name == self.count_metric:
-            return MetricSpec(name, default_direction(name, "up"), 5.0, 5.0)
-        return None
+                found = spec
+                break
+        else:
+            if self.shape == "events" and name == self.count_metric:
+                found = MetricSpec(name, default_direction(name, "up"), 5.0, 5.0)
+        override = self.overrides.get(name)
+        if found is not None and override:
+            found = replace(found, **{k: v for k, v in override.items() if v is not None})
+        return found
+
+    def threshold_for(self, metric: str) -> float:
+        """The alert threshold of ``metric``: its own (override or spec), else :attr:`alert_threshold`."""
+        spec = self.metric(metric)
+        if spec is not None and spec.threshold is not None:
+            return float(spec.threshold)
+        return self.alert_threshold
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -192,6 +220,12 @@ class IntegrationConfig:
                 rates.append(_spec(RateSpec, r, "rates"))
             data["rates"] = tuple(rates)
             data["dimensions"] = tuple(data.get("dimensions", ()))
+            overrides = data.get("overrides", {})
+            if not isinstance(overrides, Mapping) or not all(
+                isinstance(v, Mapping) for v in overrides.values()
+            ):
+                raise ConfigError(f"integration {iid}: field 'overrides' must map metric names to objects")
+            data["overrides"] = {str(k): dict(v) for k, v in overrides.items()}
             if "granularity" in data:
                 gran = data.pop("granularity")
                 if gran not in GRANULARITIES:
@@ -229,6 +263,15 @@ class IntegrationConfig:
                     f"integration {iid}: metric {spec.name!r} field 'bad_direction' must be one of "
                     f"{DIRECTIONS}, got {spec.bad_direction!r}"
                 )
+            if spec.threshold is not None and not _positive(spec.threshold):
+                raise ConfigError(
+                    f"integration {iid}: metric {spec.name!r} field 'threshold' must be a positive number"
+                )
+        for metric, fields in self.overrides.items():
+            try:
+                check_override(fields, f"overrides.{metric}")
+            except ConfigError as exc:
+                raise ConfigError(f"integration {iid}: {exc}") from None
         names = [s.name for s in self.metrics]
         for ratio in self.ratios:
             for part in (ratio.numerator, ratio.denominator):
@@ -237,6 +280,63 @@ class IntegrationConfig:
                         f"integration {iid}: ratio {ratio.name!r} uses {part!r}, which is not a metric"
                     )
         return self
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(value: Any) -> bool:
+    return _number(value) and value > 0
+
+
+def _non_negative(value: Any) -> bool:
+    return _number(value) and value >= 0
+
+
+def check_override(fields: Mapping[str, Any], path: str = "override") -> None:
+    """Raise :class:`ConfigError` naming the field unless ``fields`` is a usable metric override.
+
+    ``path`` is how the message names the override (``overrides.ngr`` gives ``field
+    'overrides.ngr.threshold'``). None values mean "not overridden" and are allowed.
+
+    >>> check_override({"threshold": 0})
+    Traceback (most recent call last):
+    ...
+    kpi_sentinel.config.ConfigError: field 'override.threshold' must be a positive number, got 0
+    """
+    unknown = sorted(set(fields) - set(OVERRIDE_FIELDS))
+    if unknown:
+        raise ConfigError(f"field '{path}': unknown field(s) {unknown} (allowed: {list(OVERRIDE_FIELDS)})")
+    threshold, direction = fields.get("threshold"), fields.get("bad_direction")
+    if threshold is not None and not _positive(threshold):
+        raise ConfigError(f"field '{path}.threshold' must be a positive number, got {threshold!r}")
+    if direction is not None and direction not in DIRECTIONS:
+        raise ConfigError(f"field '{path}.bad_direction' must be one of {DIRECTIONS}, got {direction!r}")
+    for name in ("min_abs_change", "min_volume"):
+        value = fields.get(name)
+        if value is not None and not _non_negative(value):
+            raise ConfigError(f"field '{path}.{name}' must be a number >= 0, got {value!r}")
+
+
+def with_overrides(
+    config: IntegrationConfig, overrides: Mapping[str, Mapping[str, Any]]
+) -> IntegrationConfig:
+    """``config`` with the operators' per-metric ``overrides`` laid over its own, field by field.
+
+    A field set in ``overrides`` wins over the same field in ``config.overrides`` (an explicit config
+    may carry some); None leaves the field as it was. An override of a metric the config does not know
+    (yet) is kept and applies once the metric appears. Raises :class:`ConfigError` naming the field.
+
+    >>> base = IntegrationConfig("shop", metrics=(MetricSpec("orders", "down", 5.0, 10.0),))
+    >>> tuned = with_overrides(base, {"orders": {"threshold": 5.0, "min_volume": None}})
+    >>> tuned.threshold_for("orders"), tuned.metric("orders").min_volume, base.threshold_for("orders")
+    (5.0, 10.0, 3.5)
+    """
+    merged = {metric: dict(fields) for metric, fields in config.overrides.items()}
+    for metric, fields in overrides.items():
+        merged.setdefault(metric, {}).update({k: v for k, v in fields.items() if v is not None})
+    return replace(config, overrides={m: f for m, f in merged.items() if f}).validated()
 
 
 def _spec(kind: type[Any], raw: Any, where: str) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class StateConflict(Exception):
@@ -281,3 +281,223 @@ class RulesSource(Protocol):
     def read(self, location: str) -> str:
         """The text at ``location``: ``s3://<bucket>/<key>`` or ``ssm:/<parameter name>``."""
         ...
+
+
+# --- operator jobs: freshness check and threshold tuning ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outage:
+    """An integration's missing-data outage that has been announced (see :mod:`kpi_sentinel.operator_jobs`).
+
+    ``last_sync_at`` is the last sync before the silence (epoch seconds): it identifies the outage, so
+    the alert ids derived from it are the same on every run. ``alert_ids`` are the alerts published for
+    it, the first one first (a warning, or a critical when the outage was first seen that late) and the
+    escalation after it; ``severity`` is the highest published. ``version`` is 0 for an outage not yet
+    stored; every save bumps it.
+    """
+
+    integration_id: str
+    last_sync_at: float
+    cadence_seconds: int
+    alert_ids: tuple[str, ...]
+    severity: str
+    alerted_at: float
+    tier: str = "standard"
+    segment: str = "default"
+    version: int = 0
+
+
+class FreshnessState(Protocol):
+    """The announced outages, one per integration at most, read all at once every run."""
+
+    def open_outages(self) -> Iterator[Outage]:
+        """Every stored outage (few: only announced, unresolved ones are kept)."""
+        ...
+
+    def save(self, outage: Outage, expected_version: int) -> None:
+        """Store ``outage`` (its ``version`` is ``expected_version + 1``) iff the stored one is still at
+        ``expected_version`` (0: none stored); else raise :class:`StateConflict`."""
+        ...
+
+    def close(self, integration_id: str, expected_version: int) -> None:
+        """Delete the integration's outage iff it is still at ``expected_version``; else StateConflict."""
+        ...
+
+
+@dataclass(frozen=True)
+class FreshnessPorts:
+    index: ActiveIndex
+    control: ControlStore
+    state: FreshnessState
+    publisher: AlertPublisher
+    clock: Clock
+
+
+@dataclass(frozen=True)
+class TunedThreshold:
+    """A threshold the tuning job chose for one metric of one integration (``tuned#<metric>``).
+
+    It is stored apart from an operator's override, which always wins over it. ``version`` counts the
+    changes (0: never tuned).
+    """
+
+    metric: str
+    threshold: float
+    previous: float | None
+    tuned_at: str  # ISO 8601, UTC
+    run_id: str
+    version: int
+
+
+@dataclass(frozen=True)
+class TuningInputs:
+    """What the control table holds about one integration for threshold tuning.
+
+    ``labels``: operators' labels by alert id (``true_positive``, ``false_positive``, ``expected``);
+    ``overrides``: the thresholds of operators' ``override#<metric>`` items (metric -> threshold; an
+    override of other fields only is not listed); ``tuned``: the
+    tuning job's own per-metric thresholds; ``config``: the explicit integration config, if any.
+    """
+
+    labels: Mapping[str, str]
+    overrides: Mapping[str, float] = field(default_factory=dict)
+    tuned: Mapping[str, TunedThreshold] = field(default_factory=dict)
+    config: Mapping[str, Any] | None = None
+
+
+class TuningStore(Protocol):
+    """The control table's side of threshold tuning."""
+
+    def labels(self, integration_id: str) -> dict[str, str]:
+        """Every label of the integration's alerts, ``alert_id -> label`` (a cheap first look)."""
+        ...
+
+    def inputs(self, integration_id: str) -> TuningInputs: ...
+
+    def save_tuned(self, integration_id: str, tuned: TunedThreshold, audit: Mapping[str, Any]) -> None:
+        """Store ``tuned`` and its audit entry together, iff the stored tuned threshold of the metric is
+        still at version ``tuned.version - 1`` (0: none); else raise :class:`StateConflict`.
+
+        ``audit`` is an entry in the operator API's audit shape (``audit_id`` = ``<ISO time>#<id>``,
+        ``kind``, ``subject``, ``who``, ``at``, ``old``, ``new``, ``reason``, plus ``evidence``), stored
+        as ``audit#<audit_id>``.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class TuningPorts:
+    index: ActiveIndex
+    store: TuningStore
+    objects: ListingStore
+    clock: Clock
+
+
+# --- operator_api -----------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class OverrideSource(Protocol):
+    """A control store that also holds operators' per-metric overrides (``override#<metric>`` items).
+
+    The scorer lays them over the integration's config at every sync (:func:`kpi_sentinel.config.
+    with_overrides`); a control store without them simply scores without overrides.
+    """
+
+    def metric_overrides(self, integration_id: str) -> dict[str, dict[str, Any]]:
+        """``metric -> {field: value}`` with only the overridden fields (threshold, bad_direction, ...)."""
+        ...
+
+
+class OperatorConflict(Exception):
+    """A conditional write lost: the item changed since it was read (an override's version moved)."""
+
+
+class ScopeStore(Protocol):
+    """Which integrations a caller of the operator API may read and change."""
+
+    def scope_of(self, principal: str) -> frozenset[str] | None:
+        """The integration ids of the principal's ``scope#<principal>`` item (``"*"``: every one).
+
+        None when the principal has no scope item (such a caller is refused everything).
+        """
+        ...
+
+
+class OperatorStore(Protocol):
+    """Operator-owned settings as the operator API writes them, in the shapes the scorer reads.
+
+    Record contracts (plain dicts): a *snooze* has ``snooze_id``, ``integration_id``, ``metric``,
+    ``dimension``, ``dimension_value`` (str or None), ``until`` (epoch seconds), ``reason``, ``who``,
+    ``created_at`` (ISO 8601 UTC); a calendar *event* has ``event_id``, ``integration_id`` (``"*"``:
+    global), ``kind``, ``name``, ``start``/``end`` (epoch seconds), ``who``, ``created_at``; a *label* has
+    ``alert_id``, ``integration_id``, ``label``, ``note``, ``who``, ``at``; an *override* has ``metric``,
+    the overridden fields of :data:`kpi_sentinel.config.OVERRIDE_FIELDS` (None when not overridden),
+    ``version``, ``updated_by``, ``updated_at``, ``reason``; an *audit* entry has ``audit_id``
+    (``<ISO time>#<uuid>``, sorts by time), ``integration_id``, ``kind``, ``subject``, ``who``, ``at``,
+    ``old``, ``new`` (dicts or None) and ``reason``.
+    """
+
+    def put_snooze(self, snooze: Mapping[str, Any]) -> None: ...
+
+    def snoozes(self, integration_id: str, now: datetime) -> list[dict[str, Any]]:
+        """The integration's snoozes whose ``until`` is after ``now`` (expired ones may still be stored)."""
+        ...
+
+    def delete_snooze(self, integration_id: str, snooze_id: str) -> dict[str, Any] | None:
+        """Delete the snooze; returns what was stored, or None when there was none."""
+        ...
+
+    def put_label(self, label: Mapping[str, Any]) -> None: ...
+
+    def label_records(self, integration_id: str, alert_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """``alert_id -> label record`` for the given alerts of the integration that carry a label."""
+        ...
+
+    def put_event(self, event: Mapping[str, Any]) -> None: ...
+
+    def events(self, owner: str) -> list[dict[str, Any]]:
+        """The calendar events of one owner: an integration id, or ``"*"`` for the global ones."""
+        ...
+
+    def delete_event(self, owner: str, event_id: str) -> dict[str, Any] | None: ...
+
+    def overrides(self, integration_id: str) -> dict[str, dict[str, Any]]:
+        """``metric -> override record`` (consistent read: an operator sees their own change at once)."""
+        ...
+
+    def save_override(
+        self,
+        integration_id: str,
+        metric: str,
+        override: Mapping[str, Any] | None,
+        expected_version: int,
+        audit: Mapping[str, Any],
+    ) -> None:
+        """Write (or, with None, delete) the metric's override and its audit entry, all or nothing.
+
+        Only if the stored override's version is still ``expected_version`` (0: there is none), else
+        :class:`OperatorConflict`. A written override's ``version`` is ``expected_version + 1``.
+        """
+        ...
+
+    def audit(self, integration_id: str, limit: int, before: str | None = None) -> list[dict[str, Any]]:
+        """The integration's audit entries, newest first, those with ``audit_id < before`` if given."""
+        ...
+
+
+@dataclass(frozen=True)
+class OperatorPorts:
+    """What the operator API reads and changes.
+
+    ``incidents`` may be None when the deployment has no incidents table: the incident routes then
+    answer 503. Recorded alerts are read from ``data_bucket`` (``alerts/date=<day>/``).
+    """
+
+    store: OperatorStore
+    scopes: ScopeStore
+    incidents: IncidentStore | None
+    objects: ListingStore
+    data_bucket: str
+    clock: Clock

@@ -277,11 +277,22 @@ class IntegrationState:
 
     def _count_streaks(self, score: FloatArray, ready: npt.NDArray[np.bool_]) -> None:
         """Consecutive scored periods beyond the threshold on one side; a gap or a normal period resets."""
-        threshold = self.config.alert_threshold
+        threshold = self._thresholds()
         with np.errstate(invalid="ignore"):
             side = np.where(ready & (score >= threshold), 1, np.where(ready & (score <= -threshold), -1, 0))
         same = (side != 0) & (np.sign(self.streak) == side)
         self.streak = np.where(same, self.streak + side, side).astype(np.int64)
+
+    def _thresholds(self) -> float | FloatArray:
+        """The alert threshold of each series: per metric when one has its own, else one for all."""
+        config = self.config
+        if not config.overrides and all(s.threshold is None for s in config.specs()):
+            return config.alert_threshold
+        by_metric: dict[str, float] = {}
+        for metric, _, _ in self.series:
+            if metric not in by_metric:
+                by_metric[metric] = config.threshold_for(metric)
+        return np.array([by_metric[s[0]] for s in self.series], dtype=np.float64)
 
     def _ratio_noise(self, values: FloatArray, volumes: FloatArray) -> FloatArray:
         """Binomial sampling noise sqrt(p(1-p)/n) of ratio series; zero for the others."""

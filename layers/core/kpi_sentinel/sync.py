@@ -25,7 +25,7 @@ from typing import Any
 
 from kpi_sentinel.alerts import build_alerts, series_key, snooze_matches
 from kpi_sentinel.calendar import KnownEventSpan, calendar_periods, parse_events
-from kpi_sentinel.config import ConfigError, IntegrationConfig, infer_config
+from kpi_sentinel.config import ConfigError, IntegrationConfig, infer_config, with_overrides
 from kpi_sentinel.parsing import (
     KeyContractError,
     RawTable,
@@ -37,7 +37,7 @@ from kpi_sentinel.parsing import (
     read_table,
     validate_rows,
 )
-from kpi_sentinel.ports import ObjectStore, ScorerPorts, StateConflict
+from kpi_sentinel.ports import ObjectStore, OverrideSource, ScorerPorts, StateConflict
 from kpi_sentinel.scoring import (
     DetectorFactory,
     IntegrationState,
@@ -119,6 +119,11 @@ def _process(ref: SyncRef, ports: ScorerPorts, settings: ScorerSettings) -> Sync
         return _quarantine(ref, sync, ports, settings, exc)
 
     explicit = ports.control.integration_config(sync.integration_id)
+    overrides = (
+        ports.control.metric_overrides(sync.integration_id)
+        if isinstance(ports.control, OverrideSource)
+        else {}
+    )
     snoozes = ports.control.active_snoozes(sync.integration_id, ports.clock())
     try:
         events = parse_events(ports.control.known_events(sync.integration_id))
@@ -131,7 +136,9 @@ def _process(ref: SyncRef, ports: ScorerPorts, settings: ScorerSettings) -> Sync
         if state and ref.sync_id in state.processed:
             return _duplicate(ref, sync, ports, stored.outbox.get(ref.sync_id, []))
         try:
-            scored = score_table(table, ref.key, sync.integration_id, state, explicit, snoozes, events)
+            scored = score_table(
+                table, ref.key, sync.integration_id, state, explicit, snoozes, events, overrides=overrides
+            )
         except UnreadableSync as exc:
             return _quarantine(ref, sync, ports, settings, exc)
         except ConfigError as exc:
@@ -208,13 +215,24 @@ def score_table(
     snoozes: Sequence[Mapping[str, Any]],
     events: Sequence[KnownEventSpan],
     detector_factory: DetectorFactory = seasonal_ewma,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Scored:
     """The scorer's pure core: validate, aggregate, score (calendar periods not learned), alert.
 
-    ``state`` is updated in place (a new one is created for the first sync). Raises
+    ``overrides`` (operators' per-metric threshold, bad direction and floors) are laid over the config
+    each time, so the state remembers the config with the overrides of its latest sync and a removed
+    override is gone at the next one. Unusable overrides are logged and ignored, never a reason to
+    quarantine data. ``state`` is updated in place (a new one is created for the first sync). Raises
     :class:`UnreadableSync` or :class:`ConfigError` for a file that cannot be scored at all.
     """
     config = _config(integration_id, explicit, state, table)
+    if explicit is None:  # a remembered inference must not keep the overrides of an earlier sync
+        config = replace(config, overrides={})
+    if overrides:
+        try:
+            config = with_overrides(config, overrides)
+        except ConfigError as exc:
+            log.error("metric overrides unusable, scoring without them", extra={"reason": str(exc)})
     valid, rejected = validate_rows(table, config, key)
     if state is None:
         granularity = config.granularity_seconds or (

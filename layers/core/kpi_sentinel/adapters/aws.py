@@ -29,13 +29,18 @@ from botocore.exceptions import ClientError
 
 from kpi_sentinel.calendar import GLOBAL
 from kpi_sentinel.forest.planner import SHARDS, shard_of
+from kpi_sentinel.operator_jobs.tuning import merge_tuned
 from kpi_sentinel.ports import (
     ActiveIntegration,
     IncidentConflict,
     IncidentGroup,
+    OperatorConflict,
+    Outage,
     StateConflict,
     StoredIncident,
     StoredState,
+    TunedThreshold,
+    TuningInputs,
 )
 from kpi_sentinel.triage.incidents import (
     DUE_SHARDS,
@@ -437,6 +442,19 @@ class DynamoControl:
         }
         client("dynamodb").put_item(TableName=self.table, Item=item)
         self._cache.pop(owner, None)
+
+    def metric_overrides(self, integration_id: str) -> dict[str, dict[str, Any]]:
+        """Operators' ``override#<metric>`` items: ``metric -> {field: value}`` of the overridden fields.
+
+        From the same cached Query as the config, so an override takes effect within ``cache_seconds``.
+        """
+        found: dict[str, dict[str, Any]] = {}
+        for item in self._items(integration_id):
+            if item["sk"]["S"].startswith("override#"):
+                fields = {k: v for k, v in _override_fields(item).items() if v is not None}
+                if fields:
+                    found[item["sk"]["S"].removeprefix("override#")] = fields
+        return found
 
     def put_config(self, integration_id: str, config: Mapping[str, Any]) -> None:
         """Used by tests and the demo until the operator API exists."""
@@ -863,3 +881,601 @@ class AwsRulesSource:
             parameter = client("ssm").get_parameter(Name=location.removeprefix("ssm:"), WithDecryption=True)
             return str(parameter["Parameter"]["Value"])
         raise ValueError(f"rules location {location!r} is neither s3://<bucket>/<key> nor ssm:/<name>")
+
+
+# --- operator_api --------------------------------------------------------------------------------------
+
+OPERATOR_EVENT_TTL_SECONDS = 90 * 86400  # a calendar event is kept this long after its end
+LABEL_TTL_SECONDS = 400 * 86400  # labels feed tuning and precision for a year and a bit
+
+
+def _override_fields(item: Mapping[str, Any]) -> dict[str, Any]:
+    """The overridable fields of an ``override#<metric>`` item (None where not overridden)."""
+    return {
+        "threshold": float(item["threshold"]["N"]) if "threshold" in item else None,
+        "bad_direction": item["bad_direction"]["S"] if "bad_direction" in item else None,
+        "min_abs_change": float(item["min_abs_change"]["N"]) if "min_abs_change" in item else None,
+        "min_volume": float(item["min_volume"]["N"]) if "min_volume" in item else None,
+    }
+
+
+def _text(item: Mapping[str, Any], name: str) -> str | None:
+    value = item.get(name)
+    return str(value["S"]) if value and "S" in value else None
+
+
+def _query_prefix(
+    table: str, pk: str, prefix: str, *, limit: int | None = None, before: str | None = None
+) -> list[dict[str, Any]]:
+    """Items of partition ``pk`` whose sort key starts with ``prefix`` (newest first with ``before``)."""
+    values: dict[str, Any] = {":pk": {"S": pk}, ":prefix": {"S": prefix}}
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+        "ExpressionAttributeValues": values,
+        "ConsistentRead": True,
+    }
+    if before is not None:
+        kwargs["KeyConditionExpression"] = "pk = :pk AND sk BETWEEN :prefix AND :before"
+        values[":before"] = {"S": before}
+    if limit is not None:
+        kwargs["ScanIndexForward"] = False
+        kwargs["Limit"] = limit
+    items: list[dict[str, Any]] = []
+    while True:
+        page = client("dynamodb").query(**kwargs)
+        items.extend(page["Items"])
+        if "LastEvaluatedKey" not in page or (limit is not None and len(items) >= limit):
+            return items if limit is None else items[:limit]
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _delete_returning(table: str, key: Mapping[str, Any]) -> dict[str, Any] | None:
+    found = client("dynamodb").delete_item(TableName=table, Key=key, ReturnValues="ALL_OLD")
+    item: dict[str, Any] | None = found.get("Attributes")
+    return item
+
+
+class DynamoOperatorStore:
+    """The operator API's items in the control table, exactly as :class:`DynamoControl` (the scorer),
+    :class:`DynamoFeedback` (the report) and threshold tuning read them. Under ``pk=integration#<id>``:
+
+    * ``sk=snooze#<id>`` — ``until`` and ``expires_at`` (N, epoch seconds: DynamoDB's TTL deletes it
+      some time after, the scorer ignores it from ``until`` on), ``reason``, ``metric``, ``dimension``,
+      ``dimension_value`` (S, only when set), ``who``, ``created_at``;
+    * ``sk=calendar#<id>`` — ``kind``, ``name``, ``start``/``end`` (N, epoch seconds), ``who``,
+      ``created_at``, ``expires_at`` (90 days after ``end``); global events live under
+      ``pk=integration#*``;
+    * ``sk=feedback#<alert id>`` — ``label``, ``note``, ``who``, ``at`` (S), ``labelled_at`` and
+      ``expires_at`` (N);
+    * ``sk=override#<metric>`` — ``metric``, ``threshold``/``min_abs_change``/``min_volume`` (N) and
+      ``bad_direction`` (S) when overridden, ``version`` (N), ``updated_by``, ``updated_at``, ``reason``;
+    * ``sk=audit#<ISO time>#<uuid>`` — ``kind``, ``subject``, ``who``, ``at``, ``old``/``new`` (S, JSON),
+      ``reason``; written in the same transaction as the change it records.
+
+    Reads are strongly consistent: an operator sees their own change at once.
+    """
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    # snoozes
+
+    def put_snooze(self, snooze: Mapping[str, Any]) -> None:
+        until = str(int(snooze["until"]))
+        item: dict[str, Any] = {
+            "pk": {"S": _pk(snooze["integration_id"])},
+            "sk": {"S": f"snooze#{snooze['snooze_id']}"},
+            "until": {"N": until},
+            "expires_at": {"N": until},
+            "reason": {"S": str(snooze.get("reason", ""))},
+            "who": {"S": str(snooze.get("who", ""))},
+            "created_at": {"S": str(snooze.get("created_at", ""))},
+        }
+        for name in ("metric", "dimension", "dimension_value"):
+            if snooze.get(name):
+                item[name] = {"S": str(snooze[name])}
+        client("dynamodb").put_item(TableName=self.table, Item=item)
+
+    @staticmethod
+    def _snooze(integration_id: str, item: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "snooze_id": item["sk"]["S"].removeprefix("snooze#"),
+            "integration_id": integration_id,
+            "metric": _text(item, "metric"),
+            "dimension": _text(item, "dimension"),
+            "dimension_value": _text(item, "dimension_value"),
+            "until": float(item["until"]["N"]),
+            "reason": _text(item, "reason") or "",
+            "who": _text(item, "who") or "",
+            "created_at": _text(item, "created_at") or "",
+        }
+
+    def snoozes(self, integration_id: str, now: datetime) -> list[dict[str, Any]]:
+        stamp = now.timestamp()
+        items = _query_prefix(self.table, _pk(integration_id), "snooze#")
+        found = [self._snooze(integration_id, i) for i in items]
+        return [s for s in found if s["until"] > stamp]  # TTL deletion is lazy
+
+    def delete_snooze(self, integration_id: str, snooze_id: str) -> dict[str, Any] | None:
+        key = {"pk": {"S": _pk(integration_id)}, "sk": {"S": f"snooze#{snooze_id}"}}
+        old = _delete_returning(self.table, key)
+        return self._snooze(integration_id, old) if old else None
+
+    # feedback labels
+
+    def put_label(self, label: Mapping[str, Any]) -> None:
+        now = int(time.time())
+        client("dynamodb").put_item(
+            TableName=self.table,
+            Item={
+                "pk": {"S": _pk(label["integration_id"])},
+                "sk": {"S": f"feedback#{label['alert_id']}"},
+                "label": {"S": str(label["label"])},
+                "note": {"S": str(label.get("note") or "")},
+                "who": {"S": str(label.get("who", ""))},
+                "at": {"S": str(label.get("at", ""))},
+                "labelled_at": {"N": str(now)},
+                "expires_at": {"N": str(now + LABEL_TTL_SECONDS)},
+            },
+        )
+
+    def label_records(self, integration_id: str, alert_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        ids = list(dict.fromkeys(alert_ids))
+        for start in range(0, len(ids), 100):
+            keys = [
+                {"pk": {"S": _pk(integration_id)}, "sk": {"S": f"feedback#{a}"}}
+                for a in ids[start : start + 100]
+            ]
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            for _ in range(8):
+                page = client("dynamodb").batch_get_item(RequestItems=request)
+                for item in page["Responses"].get(self.table, []):
+                    if "S" not in item.get("label", {}):
+                        continue
+                    alert = item["sk"]["S"].removeprefix("feedback#")
+                    found[alert] = {
+                        "alert_id": alert,
+                        "integration_id": integration_id,
+                        "label": item["label"]["S"],
+                        "note": _text(item, "note") or "",
+                        "who": _text(item, "who") or "",
+                        "at": _text(item, "at") or "",
+                    }
+                request = page.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError("DynamoDB kept keys unprocessed while reading alert feedback labels")
+        return found
+
+    # calendar
+
+    def put_event(self, event: Mapping[str, Any]) -> None:
+        owner = event.get("integration_id") or GLOBAL
+        end = float(event["end"])
+        client("dynamodb").put_item(
+            TableName=self.table,
+            Item={
+                "pk": {"S": _pk(owner)},
+                "sk": {"S": f"calendar#{event['event_id']}"},
+                "kind": {"S": str(event.get("kind", "event"))},
+                "name": {"S": str(event.get("name", ""))},
+                "start": {"N": str(float(event["start"]))},
+                "end": {"N": str(end)},
+                "who": {"S": str(event.get("who", ""))},
+                "created_at": {"S": str(event.get("created_at", ""))},
+                "expires_at": {"N": str(int(end) + OPERATOR_EVENT_TTL_SECONDS)},
+            },
+        )
+
+    @staticmethod
+    def _event(owner: str, item: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "event_id": item["sk"]["S"].removeprefix("calendar#"),
+            "integration_id": owner,
+            "kind": _text(item, "kind") or "event",
+            "name": _text(item, "name") or "",
+            "start": float(item["start"]["N"]),
+            "end": float(item["end"]["N"]),
+            "who": _text(item, "who") or "",
+            "created_at": _text(item, "created_at") or "",
+        }
+
+    def events(self, owner: str) -> list[dict[str, Any]]:
+        return [self._event(owner, i) for i in _query_prefix(self.table, _pk(owner), "calendar#")]
+
+    def delete_event(self, owner: str, event_id: str) -> dict[str, Any] | None:
+        old = _delete_returning(self.table, {"pk": {"S": _pk(owner)}, "sk": {"S": f"calendar#{event_id}"}})
+        return self._event(owner, old) if old else None
+
+    # overrides and their audit trail
+
+    def overrides(self, integration_id: str) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for item in _query_prefix(self.table, _pk(integration_id), "override#"):
+            metric = item["sk"]["S"].removeprefix("override#")
+            found[metric] = {
+                "metric": metric,
+                **_override_fields(item),
+                "version": int(item["version"]["N"]),
+                "updated_by": _text(item, "updated_by") or "",
+                "updated_at": _text(item, "updated_at") or "",
+                "reason": _text(item, "reason") or "",
+            }
+        return found
+
+    def save_override(
+        self,
+        integration_id: str,
+        metric: str,
+        override: Mapping[str, Any] | None,
+        expected_version: int,
+        audit: Mapping[str, Any],
+    ) -> None:
+        key = {"pk": {"S": _pk(integration_id)}, "sk": {"S": f"override#{metric}"}}
+        change: dict[str, Any]
+        if override is None:
+            change = {
+                "Delete": {
+                    "TableName": self.table,
+                    "Key": key,
+                    "ConditionExpression": "#v = :v",
+                    "ExpressionAttributeNames": {"#v": "version"},
+                    "ExpressionAttributeValues": {":v": {"N": str(expected_version)}},
+                }
+            }
+        else:
+            item: dict[str, Any] = {
+                **key,
+                "metric": {"S": metric},
+                "version": {"N": str(expected_version + 1)},
+                "updated_by": {"S": str(override.get("updated_by", ""))},
+                "updated_at": {"S": str(override.get("updated_at", ""))},
+                "reason": {"S": str(override.get("reason") or "")},
+            }
+            for name in ("threshold", "min_abs_change", "min_volume"):
+                if override.get(name) is not None:
+                    item[name] = {"N": repr(float(override[name]))}
+            if override.get("bad_direction") is not None:
+                item["bad_direction"] = {"S": str(override["bad_direction"])}
+            put: dict[str, Any] = {"TableName": self.table, "Item": item}
+            _versioned(put, expected_version)
+            change = {"Put": put}
+        entry = {
+            "pk": {"S": _pk(integration_id)},
+            "sk": {"S": f"audit#{audit['audit_id']}"},
+            "kind": {"S": str(audit.get("kind", ""))},
+            "subject": {"S": str(audit.get("subject", ""))},
+            "who": {"S": str(audit.get("who", ""))},
+            "at": {"S": str(audit.get("at", ""))},
+            "old": {"S": json.dumps(audit.get("old"), sort_keys=True)},
+            "new": {"S": json.dumps(audit.get("new"), sort_keys=True)},
+            "reason": {"S": str(audit.get("reason") or "")},
+        }
+        writes = [
+            change,
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": entry,
+                    "ConditionExpression": "attribute_not_exists(sk)",
+                }
+            },
+        ]
+        try:
+            client("dynamodb").transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            if _cancelled_by_condition(exc):
+                raise OperatorConflict(
+                    f"override of {integration_id}/{metric} changed since version {expected_version}"
+                ) from exc
+            raise
+
+    def audit(self, integration_id: str, limit: int, before: str | None = None) -> list[dict[str, Any]]:
+        # BETWEEN is inclusive: ask for one more and drop ``before`` itself.
+        bound = f"audit#{before}" if before is not None else None
+        items = _query_prefix(self.table, _pk(integration_id), "audit#", limit=limit + 1, before=bound)
+        entries = []
+        for item in items:
+            audit_id = item["sk"]["S"].removeprefix("audit#")
+            if before is not None and audit_id >= before:
+                continue
+            entries.append(
+                {
+                    "audit_id": audit_id,
+                    "integration_id": integration_id,
+                    "kind": _text(item, "kind") or "",
+                    "subject": _text(item, "subject") or _text(item, "metric") or "",
+                    "who": _text(item, "who") or "",
+                    "at": _text(item, "at") or "",
+                    "old": _json_or_none(_text(item, "old")),
+                    "new": _json_or_none(_text(item, "new")),
+                    "reason": _text(item, "reason") or "",
+                }
+            )
+        return entries[:limit]
+
+
+def _json_or_none(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # written by another job in another shape: shown as it is
+
+
+class DynamoScopes:
+    """Operator API scopes in the control table: ``pk=scope#<principal>, sk=scope`` with ``integrations``
+    (L or SS of S; ``*`` for every integration). Cached per principal for ``cache_seconds`` in a warm
+    container, so a revoked scope stops working within that time."""
+
+    def __init__(self, table: str, cache_seconds: float = 30.0) -> None:
+        self.table = table
+        self.cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, frozenset[str] | None]] = {}
+
+    def scope_of(self, principal: str) -> frozenset[str] | None:
+        now = time.monotonic()
+        cached = self._cache.get(principal)
+        if cached and now - cached[0] < self.cache_seconds:
+            return cached[1]
+        found = client("dynamodb").get_item(
+            TableName=self.table, Key={"pk": {"S": f"scope#{principal}"}, "sk": {"S": "scope"}}
+        )
+        item = found.get("Item")
+        scope: frozenset[str] | None = None
+        if item is not None:
+            raw = item.get("integrations", {})
+            values = raw.get("SS") or [v["S"] for v in raw.get("L", []) if "S" in v]
+            scope = frozenset(str(v) for v in values)
+        self._cache[principal] = (now, scope)
+        return scope
+
+    def put_scope(self, principal: str, integrations: Sequence[str]) -> None:
+        """Grant ``principal`` the integrations (``["*"]``: all). Used by deployers, tests and the demo."""
+        client("dynamodb").put_item(
+            TableName=self.table,
+            Item={
+                "pk": {"S": f"scope#{principal}"},
+                "sk": {"S": "scope"},
+                "integrations": {"L": [{"S": i} for i in integrations]},
+            },
+        )
+        self._cache.pop(principal, None)
+
+
+# --- operator jobs: freshness check and threshold tuning ----------------------------------------------
+
+
+OUTAGE_TTL_SECONDS = 90 * 86400  # after the outage's last sync: a resumption within it is still resolved
+
+
+def _outage_pk(integration_id: str) -> str:
+    return f"freshness#{shard_of(integration_id)}"
+
+
+class DynamoFreshness:
+    """Announced missing-data outages in the state table (see :mod:`kpi_sentinel.operator_jobs.freshness`).
+
+    One item per outage, ``pk=freshness#shard#<nn>`` (the integration's :func:`shard_of`, so the
+    freshness function's access can be limited to keys starting ``freshness#``), ``sk=outage#<id>``:
+    ``integration_id``, ``last_sync_at``, ``cadence_seconds``, ``alert_ids`` (L of S), ``severity``,
+    ``alerted_at``, ``tier``, ``segment``, ``version`` and ``expires_at`` (90 days after the last
+    sync). Every write is conditional on the version read; a run reads all outages with one Query per
+    shard (only announced, unresolved outages are stored: a handful).
+    """
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    def open_outages(self) -> Iterator[Outage]:
+        for n in range(SHARDS):
+            kwargs: dict[str, Any] = {
+                "TableName": self.table,
+                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :outage)",
+                "ExpressionAttributeValues": {
+                    ":pk": {"S": f"freshness#shard#{n:02d}"},
+                    ":outage": {"S": "outage#"},
+                },
+                "ConsistentRead": True,
+            }
+            while True:
+                page = client("dynamodb").query(**kwargs)
+                for item in page["Items"]:
+                    yield Outage(
+                        integration_id=item["integration_id"]["S"],
+                        last_sync_at=float(item["last_sync_at"]["N"]),
+                        cadence_seconds=int(item["cadence_seconds"]["N"]),
+                        alert_ids=tuple(v["S"] for v in item.get("alert_ids", {}).get("L", [])),
+                        severity=item["severity"]["S"],
+                        alerted_at=float(item["alerted_at"]["N"]),
+                        tier=item.get("tier", {}).get("S", "standard"),
+                        segment=item.get("segment", {}).get("S", "default"),
+                        version=int(item["version"]["N"]),
+                    )
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    @staticmethod
+    def _key(integration_id: str) -> dict[str, Any]:
+        return {"pk": {"S": _outage_pk(integration_id)}, "sk": {"S": f"outage#{integration_id}"}}
+
+    def save(self, outage: Outage, expected_version: int) -> None:
+        if outage.version != expected_version + 1:
+            raise ValueError(f"outage version {outage.version} must be expected_version + 1")
+        put: dict[str, Any] = {
+            "TableName": self.table,
+            "Item": {
+                **self._key(outage.integration_id),
+                "integration_id": {"S": outage.integration_id},
+                "last_sync_at": {"N": repr(float(outage.last_sync_at))},
+                "cadence_seconds": {"N": str(int(outage.cadence_seconds))},
+                "alert_ids": {"L": [{"S": a} for a in outage.alert_ids]},
+                "severity": {"S": outage.severity},
+                "alerted_at": {"N": repr(float(outage.alerted_at))},
+                "tier": {"S": outage.tier},
+                "segment": {"S": outage.segment},
+                "version": {"N": str(outage.version)},
+                "expires_at": {"N": str(int(outage.last_sync_at) + OUTAGE_TTL_SECONDS)},
+            },
+        }
+        _versioned(put, expected_version)
+        try:
+            client("dynamodb").put_item(**put)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise StateConflict(f"outage of {outage.integration_id} changed") from exc
+            raise
+
+    def close(self, integration_id: str, expected_version: int) -> None:
+        try:
+            client("dynamodb").delete_item(
+                TableName=self.table,
+                Key=self._key(integration_id),
+                ConditionExpression="#v = :v",
+                ExpressionAttributeNames={"#v": "version"},
+                ExpressionAttributeValues={":v": {"N": str(expected_version)}},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise StateConflict(f"outage of {integration_id} changed") from exc
+            raise
+
+
+def _tuned(item: Mapping[str, Any]) -> TunedThreshold:
+    previous = item.get("previous", {}).get("N")
+    return TunedThreshold(
+        metric=item["sk"]["S"].removeprefix("tuned#"),
+        threshold=float(item["threshold"]["N"]),
+        previous=float(previous) if previous is not None else None,
+        tuned_at=item.get("tuned_at", {}).get("S", ""),
+        run_id=item.get("run_id", {}).get("S", ""),
+        version=int(item["version"]["N"]),
+    )
+
+
+class DynamoTuning:
+    """Threshold tuning's side of the control table (``pk=integration#<id>``).
+
+    Reads ``feedback#<alert id>`` (``label``), ``override#<metric>`` (an operator's ``threshold``, as
+    the operator API writes it), ``config`` and ``tuned#<metric>``; writes ``tuned#<metric>``
+    (``metric``, ``threshold``, ``previous``, ``tuned_at``, ``run_id``, ``who``, ``version``) together
+    with its ``audit#<audit_id>`` entry (the operator API's audit shape — ``kind``, ``subject``, ``who``,
+    ``at``, ``old``/``new`` as JSON, ``reason`` — plus ``metric``, ``run_id`` and ``evidence`` as JSON) in
+    one transaction, conditional on the tuned item's version.
+    """
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    def _prefix(
+        self, integration_id: str, prefix: str, projection: str | None = None
+    ) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": {"S": _pk(integration_id)}, ":prefix": {"S": prefix}},
+        }
+        if projection:
+            kwargs["ProjectionExpression"] = projection
+            kwargs["ExpressionAttributeNames"] = {"#label": "label"}
+        items: list[dict[str, Any]] = []
+        while True:
+            page = client("dynamodb").query(**kwargs)
+            items.extend(page["Items"])
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def labels(self, integration_id: str) -> dict[str, str]:
+        return {
+            item["sk"]["S"].removeprefix("feedback#"): item["label"]["S"]
+            for item in self._prefix(integration_id, "feedback#", "sk, #label")
+            if "S" in item.get("label", {})
+        }
+
+    def inputs(self, integration_id: str) -> TuningInputs:
+        overrides = {
+            item["sk"]["S"].removeprefix("override#"): float(item["threshold"]["N"])
+            for item in self._prefix(integration_id, "override#")
+            if "N" in item.get("threshold", {})
+        }
+        tuned = {t.metric: t for t in map(_tuned, self._prefix(integration_id, "tuned#"))}
+        found = client("dynamodb").get_item(
+            TableName=self.table, Key={"pk": {"S": _pk(integration_id)}, "sk": {"S": "config"}}
+        )
+        config = json.loads(found["Item"]["config"]["S"]) if "Item" in found else None
+        return TuningInputs(self.labels(integration_id), overrides, tuned, config)
+
+    def save_tuned(self, integration_id: str, tuned: TunedThreshold, audit: Mapping[str, Any]) -> None:
+        pk = {"S": _pk(integration_id)}
+        item: dict[str, Any] = {
+            "pk": pk,
+            "sk": {"S": f"tuned#{tuned.metric}"},
+            "metric": {"S": tuned.metric},
+            "threshold": {"N": repr(float(tuned.threshold))},
+            "tuned_at": {"S": tuned.tuned_at},
+            "run_id": {"S": tuned.run_id},
+            "who": {"S": str(audit.get("who", ""))},
+            "version": {"N": str(tuned.version)},
+        }
+        if tuned.previous is not None:
+            item["previous"] = {"N": repr(float(tuned.previous))}
+        put: dict[str, Any] = {"TableName": self.table, "Item": item}
+        _versioned(put, tuned.version - 1)
+        entry: dict[str, Any] = {
+            "pk": pk,
+            "sk": {"S": f"audit#{audit['audit_id']}"},
+            "kind": {"S": str(audit.get("kind", ""))},
+            "subject": {"S": str(audit.get("subject", ""))},
+            "metric": {"S": tuned.metric},
+            "who": {"S": str(audit.get("who", ""))},
+            "at": {"S": str(audit.get("at", ""))},
+            "old": {"S": json.dumps(audit.get("old"), sort_keys=True)},
+            "new": {"S": json.dumps(audit.get("new"), sort_keys=True)},
+            "reason": {"S": str(audit.get("reason") or "")},
+            "run_id": {"S": str(audit.get("run_id", ""))},
+            "evidence": {"S": json.dumps(audit.get("evidence"), sort_keys=True)},
+        }
+        writes = [
+            {"Put": put},
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": entry,
+                    "ConditionExpression": "attribute_not_exists(sk)",
+                }
+            },
+        ]
+        try:
+            client("dynamodb").transact_write_items(TransactItems=writes)
+        except ClientError as exc:
+            if _cancelled_by_condition(exc):
+                raise StateConflict(
+                    f"tuned threshold of {integration_id}/{tuned.metric} changed since version "
+                    f"{tuned.version - 1}"
+                ) from exc
+            raise
+
+
+class DynamoTunedControl(DynamoControl):
+    """The scorer's control store with tuned thresholds: :meth:`metric_overrides` also carries the
+    ``tuned#<metric>`` thresholds where no operator set one (:func:`kpi_sentinel.operator_jobs.tuning.
+    merge_tuned`), from the same cached Query of the partition, so the scorer uses a new tuned
+    threshold from its next sync (within ``cache_seconds``)."""
+
+    def metric_overrides(self, integration_id: str) -> dict[str, dict[str, Any]]:
+        tuned = {
+            item["sk"]["S"].removeprefix("tuned#"): float(item["threshold"]["N"])
+            for item in self._items(integration_id)
+            if item["sk"]["S"].startswith("tuned#") and "N" in item.get("threshold", {})
+        }
+        overrides = super().metric_overrides(integration_id)
+        if not tuned:
+            return overrides
+        return merge_tuned(overrides, tuned, self.integration_config(integration_id))

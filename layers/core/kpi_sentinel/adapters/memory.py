@@ -10,13 +10,18 @@ from datetime import datetime
 from typing import Any
 
 from kpi_sentinel.calendar import GLOBAL
+from kpi_sentinel.config import OVERRIDE_FIELDS
 from kpi_sentinel.ports import (
     ActiveIntegration,
     IncidentConflict,
     IncidentGroup,
+    OperatorConflict,
+    Outage,
     StateConflict,
     StoredIncident,
     StoredState,
+    TunedThreshold,
+    TuningInputs,
 )
 from kpi_sentinel.triage.incidents import OUTBOX_SHARD, acknowledged, due_entry, iso, resolved, transition
 
@@ -102,6 +107,7 @@ class MemoryControl:
         self.configs: dict[str, Mapping[str, Any]] = {}
         self.snoozes: list[Mapping[str, Any]] = []
         self.calendar: list[Mapping[str, Any]] = []
+        self.overrides: dict[str, dict[str, dict[str, Any]]] = {}  # integration -> metric -> record
 
     def integration_config(self, integration_id: str) -> Mapping[str, Any] | None:
         return self.configs.get(integration_id)
@@ -114,6 +120,14 @@ class MemoryControl:
 
     def known_events(self, integration_id: str) -> list[Mapping[str, Any]]:
         return [e for e in self.calendar if e.get("integration_id") in (integration_id, None, GLOBAL)]
+
+    def metric_overrides(self, integration_id: str) -> dict[str, dict[str, Any]]:
+        """The overridden fields of each metric (see :class:`kpi_sentinel.ports.OverrideSource`)."""
+        found = {
+            metric: {k: record[k] for k in OVERRIDE_FIELDS if record.get(k) is not None}
+            for metric, record in self.overrides.get(integration_id, {}).items()
+        }
+        return {metric: fields for metric, fields in found.items() if fields}
 
 
 class MemoryPublisher:
@@ -299,3 +313,195 @@ class MemoryRulesSource:
             return self.documents[location]
         except KeyError:
             raise FileNotFoundError(location) from None
+
+
+class MemoryScopes:
+    """Operator API scopes: principal ARN (or ``jwt:<sub>``) -> integration ids (``"*"``: all)."""
+
+    def __init__(self, scopes: Mapping[str, Sequence[str]] | None = None) -> None:
+        self.scopes: dict[str, frozenset[str]] = {p: frozenset(i) for p, i in (scopes or {}).items()}
+
+    def put_scope(self, principal: str, integrations: Sequence[str]) -> None:
+        self.scopes[principal] = frozenset(integrations)
+
+    def scope_of(self, principal: str) -> frozenset[str] | None:
+        return self.scopes.get(principal)
+
+
+class MemoryOperatorStore:
+    """The operator API's writes, into the same in-memory stores the scorer and the report read.
+
+    Snoozes and calendar events land in ``control`` (a :class:`MemoryControl`, whose ``active_snoozes``,
+    ``known_events`` and ``metric_overrides`` the scorer reads), labels also in ``feedback`` (what the
+    report reads), so a test can drive the API and then the scorer on one world.
+    """
+
+    def __init__(self, control: MemoryControl | None = None, feedback: MemoryFeedback | None = None) -> None:
+        self._lock = threading.Lock()
+        self.control = control if control is not None else MemoryControl()
+        self.feedback = feedback if feedback is not None else MemoryFeedback()
+        self.labels: dict[tuple[str, str], dict[str, Any]] = {}
+        self.audits: dict[str, list[dict[str, Any]]] = {}
+
+    def put_snooze(self, snooze: Mapping[str, Any]) -> None:
+        with self._lock:
+            kept = [
+                s
+                for s in self.control.snoozes
+                if (s["integration_id"], s.get("snooze_id"))
+                != (snooze["integration_id"], snooze["snooze_id"])
+            ]
+            self.control.snoozes = [*kept, dict(snooze)]
+
+    def snoozes(self, integration_id: str, now: datetime) -> list[dict[str, Any]]:
+        return [dict(s) for s in self.control.active_snoozes(integration_id, now)]
+
+    def delete_snooze(self, integration_id: str, snooze_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            for n, snooze in enumerate(self.control.snoozes):
+                if (snooze["integration_id"], snooze.get("snooze_id")) == (integration_id, snooze_id):
+                    del self.control.snoozes[n]
+                    return dict(snooze)
+        return None
+
+    def put_label(self, label: Mapping[str, Any]) -> None:
+        key = (str(label["integration_id"]), str(label["alert_id"]))
+        self.labels[key] = dict(label)
+        self.feedback.put_label(key[0], key[1], str(label["label"]))
+
+    def label_records(self, integration_id: str, alert_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {
+            a: dict(self.labels[(integration_id, a)])
+            for a in dict.fromkeys(alert_ids)
+            if (integration_id, a) in self.labels
+        }
+
+    def put_event(self, event: Mapping[str, Any]) -> None:
+        owner = event.get("integration_id") or GLOBAL
+        with self._lock:
+            kept = [
+                e
+                for e in self.control.calendar
+                if ((e.get("integration_id") or GLOBAL), e.get("event_id")) != (owner, event["event_id"])
+            ]
+            self.control.calendar = [*kept, {**event, "integration_id": owner}]
+
+    def events(self, owner: str) -> list[dict[str, Any]]:
+        return [dict(e) for e in self.control.calendar if (e.get("integration_id") or GLOBAL) == owner]
+
+    def delete_event(self, owner: str, event_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            for n, event in enumerate(self.control.calendar):
+                if ((event.get("integration_id") or GLOBAL), event.get("event_id")) == (owner, event_id):
+                    del self.control.calendar[n]
+                    return dict(event)
+        return None
+
+    def overrides(self, integration_id: str) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {m: dict(r) for m, r in self.control.overrides.get(integration_id, {}).items()}
+
+    def save_override(
+        self,
+        integration_id: str,
+        metric: str,
+        override: Mapping[str, Any] | None,
+        expected_version: int,
+        audit: Mapping[str, Any],
+    ) -> None:
+        with self._lock:
+            stored = self.control.overrides.setdefault(integration_id, {})
+            current = int(stored[metric]["version"]) if metric in stored else 0
+            if current != expected_version:
+                raise OperatorConflict(
+                    f"override of {integration_id}/{metric} is at version {current}, not {expected_version}"
+                )
+            if override is None:
+                stored.pop(metric, None)
+            else:
+                stored[metric] = {**override, "version": expected_version + 1}
+            self.audits.setdefault(integration_id, []).append(json.loads(json.dumps(dict(audit))))
+
+    def audit(self, integration_id: str, limit: int, before: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            entries = sorted(self.audits.get(integration_id, []), key=lambda a: a["audit_id"], reverse=True)
+        return [dict(a) for a in entries if before is None or a["audit_id"] < before][:limit]
+
+
+# --- operator jobs ---------------------------------------------------------------------------------------
+
+
+class MemoryFreshness:
+    """Announced outages by integration, with the DynamoDB adapter's version conditions."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.outages: dict[str, Outage] = {}
+
+    def open_outages(self) -> Iterator[Outage]:
+        with self._lock:
+            found = sorted(self.outages.values(), key=lambda o: o.integration_id)
+        yield from found
+
+    def save(self, outage: Outage, expected_version: int) -> None:
+        with self._lock:
+            current = self.outages.get(outage.integration_id)
+            if (current.version if current else 0) != expected_version:
+                raise StateConflict(f"outage of {outage.integration_id} is not at version {expected_version}")
+            if outage.version != expected_version + 1:
+                raise ValueError(f"outage version {outage.version} must be expected_version + 1")
+            self.outages[outage.integration_id] = outage
+
+    def close(self, integration_id: str, expected_version: int) -> None:
+        with self._lock:
+            current = self.outages.get(integration_id)
+            if current is None or current.version != expected_version:
+                raise StateConflict(f"outage of {integration_id} is not at version {expected_version}")
+            del self.outages[integration_id]
+
+
+class MemoryTuning:
+    """The control table's tuning items in memory: labels, operators' overrides, tuned thresholds, audit.
+
+    ``labels`` maps ``(integration, alert id)`` to a label, ``overrides`` ``(integration, metric)`` to
+    an operator's threshold, ``configs`` an integration to its explicit config; ``tuned`` and ``audit``
+    are what :meth:`save_tuned` wrote (``audit`` in write order).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.labels_by_alert: dict[tuple[str, str], str] = {}
+        self.overrides: dict[tuple[str, str], float] = {}
+        self.configs: dict[str, Mapping[str, Any]] = {}
+        self.tuned: dict[tuple[str, str], TunedThreshold] = {}
+        self.audit: list[tuple[str, dict[str, Any]]] = []
+
+    def put_label(self, integration_id: str, alert_id: str, label: str) -> None:
+        self.labels_by_alert[(integration_id, alert_id)] = label
+
+    def labels(self, integration_id: str) -> dict[str, str]:
+        with self._lock:
+            return {a: label for (i, a), label in self.labels_by_alert.items() if i == integration_id}
+
+    def inputs(self, integration_id: str) -> TuningInputs:
+        labels = self.labels(integration_id)
+        with self._lock:
+            return TuningInputs(
+                labels=labels,
+                overrides={m: t for (i, m), t in self.overrides.items() if i == integration_id},
+                tuned={m: t for (i, m), t in self.tuned.items() if i == integration_id},
+                config=self.configs.get(integration_id),
+            )
+
+    def save_tuned(self, integration_id: str, tuned: TunedThreshold, audit: Mapping[str, Any]) -> None:
+        with self._lock:
+            current = self.tuned.get((integration_id, tuned.metric))
+            if (current.version if current else 0) != tuned.version - 1:
+                raise StateConflict(
+                    f"tuned threshold of {integration_id}/{tuned.metric} is not at version {tuned.version - 1}"
+                )
+            key = f"audit#{audit['audit_id']}"
+            if any(i == integration_id and k == key for i, k in ((i, a["sk"]) for i, a in self.audit)):
+                raise StateConflict(f"audit entry {key} exists")
+            self.tuned[(integration_id, tuned.metric)] = tuned
+            self.audit.append((integration_id, {"sk": key, **json.loads(json.dumps(dict(audit)))}))

@@ -68,13 +68,16 @@ class ScorerConfig:
 
 @cache
 def _aws_ports() -> tuple[ScorerPorts, ScorerSettings]:
-    from kpi_sentinel.adapters.aws import DynamoControl, DynamoState, S3Objects, SnsPublisher
+    from kpi_sentinel.adapters.aws import DynamoState, DynamoTunedControl, S3Objects, SnsPublisher
 
     config = ScorerConfig.from_env(os.environ)
     ports = ScorerPorts(
         objects=S3Objects(),
         state=DynamoState(config.state_table),
-        control=DynamoControl(config.control_table, float(os.environ.get("CONTROL_CACHE_SECONDS", "30"))),
+        # Operator overrides, and the nightly tuning's thresholds where no operator set one.
+        control=DynamoTunedControl(
+            config.control_table, float(os.environ.get("CONTROL_CACHE_SECONDS", "30"))
+        ),
         publisher=SnsPublisher(config.alerts_topic_arn),
         clock=lambda: datetime.now(UTC),
     )
