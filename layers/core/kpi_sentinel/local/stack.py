@@ -46,6 +46,7 @@ DATA_PLANE = {
 # meaningless without a Lambda service).
 RUNNER = {
     "AWS::Serverless::Function",
+    "AWS::Serverless::HttpApi",  # served on 127.0.0.1 by LocalStack.serve_api
     "AWS::Serverless::LayerVersion",
     "AWS::IAM::Role",
     "AWS::Logs::LogGroup",
@@ -61,6 +62,9 @@ CACHED_MODULES = (
     "kpi_sentinel.handlers.retrainer",
     "kpi_sentinel.handlers.triage",
     "kpi_sentinel.handlers.report",
+    "kpi_sentinel.handlers.freshness",
+    "kpi_sentinel.handlers.tuning",
+    "kpi_sentinel.handlers.operator_api",
 )
 CACHED_ATTRIBUTES = ("client", "_aws_ports", "_signing_key")
 
@@ -481,6 +485,25 @@ class LocalStack:
         # A copy: a handler that changes its event must not change the next delivery.
         delivered = {**copy.deepcopy(event), **(extra or {})}
         return self.handler(function_id)(delivered, lambda_context(function_id))
+
+    @contextmanager
+    def serve_api(
+        self, function_id: str = "OperatorApiFunction", principal: str | None = None
+    ) -> Iterator[Any]:
+        """Serve the function's HTTP API on ``http://127.0.0.1:<port>`` (``.url``) while the block runs.
+
+        API Gateway's IAM authorizer is not run locally: every request arrives as if signed by
+        ``principal`` (or by the principal a request names in its ``x-kpi-sentinel-principal`` header),
+        and the function's own tenant scoping applies to it exactly as deployed.
+        """
+        from kpi_sentinel.operator.local import DEFAULT_PRINCIPAL, LocalOperatorApi
+
+        handler = self.handler(function_id)
+        context = lambda_context(function_id)
+        with LocalOperatorApi(
+            lambda event: handler(event, context), principal=principal or DEFAULT_PRINCIPAL
+        ) as api:
+            yield api
 
     def queue_url(self, logical_id: str) -> str:
         return self._ref_value(logical_id)
