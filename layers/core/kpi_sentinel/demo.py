@@ -3,7 +3,24 @@
 Syncs go into the local ingest bucket; S3 notifies the ingest queue; the runner delivers the queue to
 the real ``ewma_scorer`` handler in batches, as Lambda would; alerts travel through the SNS topic to
 the support-triage and kpi-report queues, from which the demo reads them back. It also drops one
-unreadable file and one file with bad rows, and snoozes one metric, to show what happens to them.
+unreadable file and one file with bad rows, to show what happens to them.
+
+An operator works through the real operator API, served by the runner on 127.0.0.1 and called with
+:class:`~kpi_sentinel.operator.client.OperatorClient` as a principal granted the three integrations:
+before the backfill it snoozes one metric (its alerts are suppressed) and registers a planned
+campaign of ``acme-ads`` in the calendar. The campaign is the demo's own addition to the synthetic
+data, not an injected incident: every source's clicks x2 for 6 hours on one weekday. Its periods are
+scored but not learned, and their alerts are suppressed by the calendar (the summary and the report's
+suppressed counts say so).
+
+``initech-support``'s last 4 hours of syncs are held back. ``last_sync_at``, on which the freshness
+check measures a silence, is when a sync *commits* (the real clock), and the replay commits 60 days in
+minutes, so the demo fires the real ``freshness_check`` schedule at the moment the integration's
+silence reaches its cadence + grace, counted from its last commit; the other integrations committed
+their last syncs at least a second later and are still on time. The ``missing_data`` alert goes
+to support triage (on that clock) and to ``kpi_report`` like any alert (recorded under that real
+date, so outside the reports of the data's days); then the held-back syncs arrive and the next run
+publishes the resolution (its "resumed after" is measured between commits, so it is seconds).
 
 After the backfill the runner fires the nightly retrain schedule for the night after the data ends:
 the real ``retrain_planner`` enqueues one job per active integration and the real
@@ -16,12 +33,16 @@ drained, the real ``support_triage`` handler takes the alerts published so far w
 newest data, groups them into incidents, sends new and escalated ones to the team queues, and then
 runs its SLA check at that moment. A simulated operator acknowledges the revenue team's incidents 10
 minutes after they open and the acquisition team's after 90 minutes; the other teams' incidents are
-left to escalate. Finally the real ``kpi_report`` records every alert and builds two reports: the
-daily one of the last day (through its schedule) and one of the month with the injected incidents.
+left to escalate. Finally the real ``kpi_report`` records every alert, the operator labels the
+warning and critical alerts through the API (inside an injected incident: true, else false), the real
+``threshold_tuning`` schedule runs for the night after the data and the summary says which thresholds
+it changed (or why none), and ``kpi_report`` builds two reports: the daily one of the last day
+(through its schedule) and one of the month with the injected incidents.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -34,7 +55,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from kpi_sentinel.synthetic import DemoDataset, Incident, SyncFile, demo_dataset, incident_to_dict
+from kpi_sentinel.synthetic import (
+    ACME,
+    GLOBEX,
+    INITECH,
+    DemoDataset,
+    Incident,
+    SyncFile,
+    demo_dataset,
+    incident_to_dict,
+)
 
 SCORER = "EwmaScorerFunction"
 PLANNER = "RetrainPlannerFunction"
@@ -48,7 +78,73 @@ TEAM_QUEUES = {
 # The simulated operator: how long after an incident opens each team acknowledges it (others never do).
 ACKNOWLEDGES_AFTER = {"revenue": timedelta(minutes=10), "acquisition": timedelta(minutes=90)}
 DETECTORS = ("ewma", "isolation_forest")
-SNOOZED = {"integration_id": "globex-traffic", "metric": "ftds", "reason": "demo: attribution rework"}
+FRESHNESS = "FreshnessCheckFunction"
+TUNING = "ThresholdTuningFunction"
+OPERATOR_API = "OperatorApiFunction"
+OPERATOR = "arn:aws:iam::123456789012:user/demo-operator"  # granted the three integrations
+SNOOZED = {"integration_id": GLOBEX, "metric": "ftds", "reason": "demo: attribution rework"}
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A planned campaign the demo adds to the synthetic data (not an injected incident): every
+    source's clicks of ``integration_id`` times ``factor`` for ``hours`` from ``start``."""
+
+    integration_id: str
+    name: str
+    start: datetime
+    hours: int
+    factor: int
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(hours=self.hours)
+
+    def covers(self, moment: datetime) -> bool:
+        return self.start <= moment < self.end
+
+
+def demo_campaign(dataset: DemoDataset) -> Campaign:
+    """Wednesday 2026-10-07 12:00-18:00 UTC for the 60-day demo: 36 days in, clear of the incidents."""
+    days = (dataset.end - dataset.start).days
+    start = dataset.start + timedelta(days=days * 36 // 60, hours=12)
+    return Campaign(ACME, "demo: autumn promo push (clicks x2)", start, 6, 2)
+
+
+def with_campaign(files: Sequence[SyncFile], campaign: Campaign) -> list[SyncFile]:
+    """The files with the campaign's uplift applied (acme-ads syncs are plain CSV with a clicks column)."""
+    changed: list[SyncFile] = []
+    for sync in files:
+        if sync.integration_id != campaign.integration_id or not campaign.covers(sync.period_start):
+            changed.append(sync)
+            continue
+        header, *rows = sync.body.decode().splitlines()
+        column = header.split(",").index("clicks")
+        lines = [header]
+        for row in rows:
+            cells = row.split(",")
+            cells[column] = str(int(cells[column]) * campaign.factor)
+            lines.append(",".join(cells))
+        changed.append(replace(sync, body=("\n".join(lines) + "\n").encode()))
+    return changed
+
+
+HELD_BACK = (INITECH, 4)  # this integration's last 4 hours of syncs arrive late, after an outage
+
+
+class ApiFeedback:
+    """Labels put through the operator API (PUT .../alerts/<id>/label), as the CLI would."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def put_label(self, integration_id: str, alert_id: str, label: str) -> None:
+        from kpi_sentinel.operator.client import segment
+
+        path = f"/v1/integrations/{segment(integration_id)}/alerts/{segment(alert_id)}/label"
+        self.client.request(
+            "PUT", path, body={"label": label, "note": "demo: judged against the injected incidents"}
+        )
 
 
 @dataclass
@@ -146,7 +242,7 @@ class DemoTriage:
     def close(self) -> None:
         self.triage.observers.remove(self._seen)
 
-    def run(self, now: datetime) -> None:
+    def run(self, now: datetime, sla: bool = True) -> None:
         from kpi_sentinel.local.stack import lambda_context
 
         self.now = now
@@ -166,9 +262,10 @@ class DemoTriage:
                 self.store.acknowledge(outcome.incident_id, opened_at + delay)
                 self.acknowledged += 1
         self.opened.clear()
-        check = {"action": "sla_check", "as_of": now.isoformat()}
-        done = self.triage.handle(check, lambda_context(TRIAGE), self.runtime)
-        self.sla_escalations += int(done.get("escalated", 0)) + int(done.get("breached", 0))
+        if sla:
+            check = {"action": "sla_check", "as_of": now.isoformat()}
+            done = self.triage.handle(check, lambda_context(TRIAGE), self.runtime)
+            self.sla_escalations += int(done.get("escalated", 0)) + int(done.get("breached", 0))
         self.triage.metrics.clear_metrics()
 
 
@@ -215,14 +312,20 @@ def read_queue(stack: Any, queue_id: str) -> list[dict[str, Any]]:
 
 
 def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdout) -> dict[str, Any]:
-    from kpi_sentinel.adapters.aws import DynamoControl, DynamoFeedback, S3Objects
-    from kpi_sentinel.handlers import report, retrainer, scorer
+    from kpi_sentinel.adapters.aws import DynamoActiveIndex, DynamoControl, DynamoScopes, S3Objects
+    from kpi_sentinel.handlers import freshness, report, retrainer, scorer, tuning
     from kpi_sentinel.local.stack import lambda_context, local_stack
+    from kpi_sentinel.operator.client import OperatorClient, segment
+    from kpi_sentinel.operator_jobs.freshness import FreshnessSettings, expectation
+    from kpi_sentinel.operator_jobs.tuning import record_key
     from kpi_sentinel.outputs import alert_row, html_page, write_alerts
-    from kpi_sentinel.report.data import read_recorded_alerts, report_days
+    from kpi_sentinel.report.data import read_recorded_alerts, read_suppressed, report_days
 
     def say(text: str) -> None:
         print(text, file=stream, flush=True)
+
+    def stamp(moment: datetime) -> str:
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     started = time.perf_counter()
     say("kpi-sentinel demo: starting a local AWS stack (moto) from template.yaml ...")
@@ -231,34 +334,68 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
     scorer.observers.append(stats.observe)
     retrainer.observers.append(jobs.append)
     try:
-        with local_stack() as stack:
-            # A person watches this run: the scorer logs warnings only and keeps its metrics to itself.
-            stack.functions[SCORER].environment.update(
-                {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
-            )
-            for function in (SCORER, PLANNER, RETRAINER, TRIAGE, REPORT):
+        with local_stack() as stack, contextlib.ExitStack() as serving:
+            # A person watches this run: the functions log warnings only and keep their metrics to themselves.
+            for function in (SCORER, PLANNER, RETRAINER, TRIAGE, REPORT, FRESHNESS, TUNING, OPERATOR_API):
                 stack.functions[function].environment.update(
                     {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
                 )
-            scorer.logger.setLevel("WARNING")
-            retrainer.logger.setLevel("WARNING")
-            report.logger.setLevel("WARNING")
+            for module in (scorer, retrainer, report, freshness, tuning):
+                module.logger.setLevel("WARNING")
             desk = DemoTriage(stack)
             desk.triage.logger.setLevel("WARNING")
             logging.getLogger("kpi_sentinel").setLevel(logging.ERROR)  # the summary reports quarantines
+            for name in list(logging.root.manager.loggerDict):  # and what the handlers' imports configured
+                if name.startswith("kpi_sentinel."):
+                    logging.getLogger(name).setLevel(logging.ERROR)
             say(f"  stack up in {time.perf_counter() - started:.1f}s at {stack.endpoint}; "
                 f"{len(stack.types)} template resources, missing locally: {stack.missing() or 'none'}")  # fmt: skip
             dataset = demo_dataset(days=days, seed=seed)
-            files = sorted([*dataset.files, *bad_inputs(dataset)], key=lambda f: (f.period_start, f.key))
-            say(f"  {len(files)} sync files for {days} days of hourly data, 3 integrations, "
-                f"{len(dataset.incidents)} injected incidents")  # fmt: skip
-            control = DynamoControl(stack.physical["ControlTable"])
-            control.put_snooze(
-                {**SNOOZED, "snooze_id": "demo", "until": (datetime.now(UTC) + timedelta(days=1)).timestamp()}
+            campaign = demo_campaign(dataset)
+            held_integration, held_hours = HELD_BACK
+            held_from = dataset.end - timedelta(hours=held_hours)
+            every = sorted(
+                [*with_campaign(dataset.files, campaign), *bad_inputs(dataset)],
+                key=lambda f: (f.period_start, f.key),
             )
+            held = [f for f in every if f.integration_id == held_integration and f.period_start >= held_from]
+            files = [f for f in every if f not in held]
+            say(f"  {len(every)} sync files for {days} days of hourly data, 3 integrations, "
+                f"{len(dataset.incidents)} injected incidents")  # fmt: skip
+
+            # The operator, through the API on 127.0.0.1: a snooze and a planned campaign, before the data.
+            DynamoScopes(stack.physical["ControlTable"]).put_scope(OPERATOR, [ACME, GLOBEX, INITECH])
+            api = serving.enter_context(stack.serve_api(OPERATOR_API, principal=OPERATOR))
+            client = OperatorClient(api.url, principal=OPERATOR)
+            snooze = client.request(
+                "POST",
+                f"/v1/integrations/{segment(SNOOZED['integration_id'])}/snoozes",
+                body={"metric": SNOOZED["metric"], "duration_minutes": 24 * 60, "reason": SNOOZED["reason"]},
+            )
+            event = client.request(
+                "POST",
+                f"/v1/integrations/{segment(campaign.integration_id)}/calendar",
+                body={"kind": "campaign", "name": campaign.name,
+                      "start": campaign.start.isoformat(), "end": campaign.end.isoformat()},
+            )  # fmt: skip
+            say(f"  operator API at {api.url} as {OPERATOR.rsplit('/', 1)[-1]}: snooze {snooze['snooze_id']} on "
+                f"{SNOOZED['integration_id']}/{SNOOZED['metric']} until {snooze['until']}; calendar "
+                f"{event['kind']} {event['event_id']} on {event['integration_id']} {event['start']} … {event['end']}")  # fmt: skip
+            say(
+                f"  {held_integration}'s last {held_hours} hours of syncs are held back (from {held_from:%Y-%m-%d %H:%M})"
+            )
+
             s3, bucket = stack.client("s3"), stack.physical["IngestBucket"]
             day = None
+            paused = False
             for n, sync in enumerate(files, start=1):
+                if not paused and sync.period_start >= held_from:
+                    # The held-back integration's last sync commits now; the others' next ones commit at
+                    # least a second later (last_sync_at is stored in whole seconds).
+                    stack.drain(SCORER)
+                    scorer.metrics.clear_metrics()
+                    time.sleep(1.0 - time.time() % 1.0)
+                    paused = True
                 s3.put_object(Bucket=bucket, Key=sync.key, Body=sync.body)
                 if n % 30 == 0 or n == len(files):
                     stack.drain(SCORER)
@@ -272,6 +409,39 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
                             f"alerts {stats.alerts_published:>4}  ({time.perf_counter() - started:.0f}s)")  # fmt: skip
             stack.drain(SCORER)
             desk.run(dataset.end + timedelta(minutes=5))
+
+            # The freshness check, at the moment the held-back integration's silence is past due.
+            last_sync = {
+                a.integration_id: a.last_sync_at
+                for a in DynamoActiveIndex(stack.physical["StateTable"]).active(0)
+            }
+            settings = FreshnessSettings.from_env(stack.functions[FRESHNESS].environment)
+            config = DynamoControl(stack.physical["ControlTable"], 0).integration_config(held_integration)
+            expect = expectation(dataset.granularity_seconds, config, settings, [])
+            if expect is None:
+                raise RuntimeError("the demo's integrations have no sync cadence")
+            others = min(t for i, t in last_sync.items() if i != held_integration)
+            if others <= last_sync[held_integration]:
+                raise RuntimeError(f"{held_integration} did not stop syncing before the others: {last_sync}")
+            check_at = datetime.fromtimestamp(last_sync[held_integration] + expect.due_after, UTC)
+            say(f"  freshness_check (FreshnessCheck schedule) at {stamp(check_at)}, {expect.due_after // 60} min "
+                f"after {held_integration}'s last commit (real clock) ...")  # fmt: skip
+            missed = stack.trigger(FRESHNESS, "FreshnessCheck", {"time": stamp(check_at)})
+            desk.run(check_at + timedelta(minutes=1), sla=False)  # triage takes it on that clock
+            say(f"    {missed['late']} late, {missed['alerts_published']} missing_data alert(s): "
+                f"{', '.join(missed['alert_ids']) or 'none'}")  # fmt: skip
+            say(f"  {held_integration}'s {len(held)} held-back syncs arrive ...")
+            for sync in held:
+                s3.put_object(Bucket=bucket, Key=sync.key, Body=sync.body)
+            stack.drain(SCORER)
+            scorer.metrics.clear_metrics()
+            desk.run(dataset.end + timedelta(minutes=5))
+            resumed_at = datetime.now(UTC) + timedelta(minutes=5)
+            resumed = stack.trigger(FRESHNESS, "FreshnessCheck", {"time": stamp(resumed_at)})
+            freshness.metrics.clear_metrics()
+            say(f"    freshness_check at {stamp(resumed_at)}: {resumed['resolved']} resolution(s): "
+                f"{', '.join(resumed['alert_ids']) or 'none'}")  # fmt: skip
+
             say(f"  nightly retrain for the night of {dataset.end:%Y-%m-%d}: planner -> RetrainQueue -> "
                 f"iforest_retrainer ...")  # fmt: skip
             planned = stack.trigger(PLANNER, "NightlyRetrain", {"as_of": dataset.end.isoformat()})
@@ -286,7 +456,7 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
             desk.run(dataset.end + timedelta(hours=2, minutes=30))
             desk.run(dataset.end + timedelta(days=1))
             incidents = sorted(
-                desk.store.incidents_opened(dataset.start, dataset.end + timedelta(days=2)),
+                desk.store.incidents_opened(dataset.start, check_at + timedelta(days=1)),
                 key=lambda i: (i["opened_at"], i["incident_id"]),
             )
             team_messages = {team: read_queue(stack, queue) for team, queue in TEAM_QUEUES.items()}
@@ -296,13 +466,34 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
             say("  kpi_report: recording every alert, then the daily report (schedule) and the month's ...")
             stack.drain(REPORT)
             report.metrics.clear_metrics()
+            data_bucket = stack.physical["DataBucket"]
             alerts, _ = read_recorded_alerts(
-                S3Objects(),
-                stack.physical["DataBucket"],
-                report_days(dataset.start.date(), dataset.end.date()),
+                S3Objects(), data_bucket, report_days(dataset.start.date(), dataset.end.date())
             )
-            labels = label_alerts(DynamoFeedback(stack.physical["ControlTable"]), alerts, dataset.incidents)
-            daily = stack.trigger(REPORT, "DailyReport", {"time": dataset.end.strftime("%Y-%m-%dT%H:%M:%SZ")})
+            live_days = report_days(
+                datetime.fromtimestamp(last_sync[held_integration], UTC).date(), resumed_at.date()
+            )
+            freshness_alerts = sorted(
+                (a for a in read_recorded_alerts(S3Objects(), data_bucket, live_days)[0]
+                 if a["detector"] == "missing_data"),
+                key=lambda a: (a["period_end"], a["alert_id"]),
+            )  # fmt: skip
+            suppressed, _ = read_suppressed(
+                S3Objects(), data_bucket, report_days(dataset.start.date(), dataset.end.date())
+            )
+            label_started = time.perf_counter()
+            labels = label_alerts(ApiFeedback(client), alerts, dataset.incidents)
+            label_seconds = time.perf_counter() - label_started
+            say(f"  operator labels: {sum(labels.values())} alerts labelled through the API in {label_seconds:.1f}s; "
+                f"threshold_tuning (ThresholdTuning schedule) for the night of {dataset.end:%Y-%m-%d} ...")  # fmt: skip
+            tuned = stack.trigger(TUNING, "ThresholdTuning", {"time": stamp(dataset.end)})
+            tuning.metrics.clear_metrics()
+            tuning_records = [  # what the run decided per integration and metric, and why
+                json.loads(s3.get_object(Bucket=data_bucket, Key=listed["Key"])["Body"].read())
+                for listed in s3.list_objects_v2(Bucket=data_bucket, Prefix="tuning/").get("Contents", [])
+                if listed["Key"] in {record_key(i, tuned["run_id"]) for i in last_sync}
+            ]
+            daily = stack.trigger(REPORT, "DailyReport", {"time": stamp(dataset.end)})
             last = (dataset.end - timedelta(days=1)).date()
             first = max(dataset.start.date(), last - timedelta(days=30))
             request = {"action": "build_report", "start": first.isoformat(), "end": last.isoformat()}
@@ -337,6 +528,25 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
                         "alert_summary": hit["summary"] if hit else None,
                         "alert_summaries": {d: a["summary"] for d, a in by_detector.items() if a}})  # fmt: skip
     per_integration = Counter((a["integration_id"], a["severity"]) for a in alerts)
+    suppressed_by = Counter(x.cause for x in suppressed)  # what the scorer and the nightly forest suppressed
+    suppressed_detectors = Counter(x.alert_id.rsplit("-", 1)[0] for x in suppressed)
+    in_campaign = [
+        a for a in alerts
+        if a["integration_id"] == campaign.integration_id
+        and campaign.covers(datetime.fromisoformat(a["period_start"]))
+    ]  # fmt: skip
+    report_suppressed = json.loads((month_page.parent / "summary.json").read_text())["suppressed"]
+    report_counts = {k: report_suppressed[k] for k in ("total", "snooze", "calendar", "other")}
+    missing = [a for a in freshness_alerts if a["severity"] != "info"]
+    resolutions = [a for a in freshness_alerts if a.get("resolves")]
+    missing_incidents = [i for i in incidents if i["opened_at"] >= check_at.isoformat()]
+    decisions = [
+        {"integration_id": r["integration_id"], "status": r["status"], "labels": r["labels"],
+         "labels_matched": r["labels_matched"], "reason": r["reason"],
+         "metrics": [{k: m[k] for k in ("metric", "status", "reason", "labels", "current", "threshold")}
+                     for m in r["metrics"]]}
+        for r in sorted(tuning_records, key=lambda r: r["integration_id"])
+    ]  # fmt: skip
     summary = {
         "files": stats.files,
         "statuses": dict(stats.statuses),
@@ -347,7 +557,48 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
         "quarantined": stats.quarantined,
         "reports": stats.reports,
         "alerts_published": stats.alerts_published,
-        "alerts_suppressed_by_snooze": stats.alerts_suppressed,
+        "alerts_suppressed": len(suppressed),
+        "alerts_suppressed_by_scorer": stats.alerts_suppressed,
+        "alerts_suppressed_by_detector": dict(suppressed_detectors),
+        "alerts_suppressed_by_snooze": suppressed_by["snooze"],
+        "alerts_suppressed_by_calendar": suppressed_by["calendar"],
+        "report_suppressed_counts": {
+            k: report_suppressed[k] for k in ("total", "snooze", "calendar", "other")
+        },
+        "operator_api": {
+            "url": api.url,
+            "principal": OPERATOR,
+            "snooze": {k: snooze[k] for k in ("snooze_id", "integration_id", "metric", "until", "who")},
+            "calendar_event": {
+                k: event[k] for k in ("event_id", "integration_id", "kind", "name", "start", "end", "who")
+            },
+        },
+        "campaign": {
+            "integration_id": campaign.integration_id,
+            "name": campaign.name,
+            "start": campaign.start.isoformat(),
+            "end": campaign.end.isoformat(),
+            "uplift": f"clicks x{campaign.factor} on every source for {campaign.hours} h",
+            "alerts_published_in_window": len(in_campaign),
+            "alerts_suppressed_by_calendar": suppressed_by["calendar"],
+        },
+        "missing_sync": {
+            "integration_id": held_integration,
+            "held_back_hours": held_hours,
+            "check_at": check_at.isoformat(),
+            "late": missed["late"],
+            "alerts": [
+                {k: a[k] for k in ("alert_id", "severity", "summary", "period_start", "period_end")}
+                for a in missing
+            ],
+            "support_incidents": [
+                {k: i[k] for k in ("incident_id", "team", "priority", "status")} for i in missing_incidents
+            ],
+            "resolved_at_check": resumed_at.isoformat(),
+            "resolutions": [
+                {k: a[k] for k in ("alert_id", "severity", "summary", "resolves")} for a in resolutions
+            ],
+        },
         "alerts_recorded_by_kpi_report": len(alerts),
         "alerts_for_support_triage": len(triage),
         "support_incidents": len(incidents),
@@ -355,6 +606,14 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
         "incidents_by_priority": dict(Counter(i["priority"] for i in incidents)),
         "incidents_acknowledged_by_operator": desk.acknowledged,
         "alert_labels_by_operator": dict(labels),
+        "labels_via_api_seconds": round(label_seconds, 1),
+        "threshold_tuning": {
+            "run_id": tuned["run_id"],
+            "as_of": tuned["as_of"],
+            "thresholds_tuned": tuned["thresholds_tuned"],
+            "changes": tuned["changes"],
+            "decisions": decisions,
+        },
         "sla_escalations": desk.sla_escalations,
         "team_queue_messages": {
             team: dict(Counter(m["event"] for m in messages)) for team, messages in team_messages.items()
@@ -409,7 +668,30 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
           for i in incidents]),
         ("Pipeline", ("measure", "value"),
          [(k, v) for k, v in summary.items()
-         if k not in ("incidents", "alerts_by_integration", "nightly_retrain")]),
+         if k not in ("incidents", "alerts_by_integration", "nightly_retrain", "operator_api", "campaign",
+                      "missing_sync", "threshold_tuning")]),
+        ("Operator API (snooze and calendar, before the backfill)", ("what", "id", "integration", "details", "by"),
+         [("snooze", snooze["snooze_id"], snooze["integration_id"],
+           f"metric {snooze['metric']} until {snooze['until']}: {summary['alerts_suppressed_by_snooze']} alert(s) "
+           "suppressed", snooze["who"]),
+          ("calendar " + event["kind"], event["event_id"], event["integration_id"],
+           f"{event['name']}, {event['start']} … {event['end']}: {len(in_campaign)} alert(s) published in its "
+           f"window, {summary['alerts_suppressed_by_calendar']} suppressed by the calendar", event["who"]),
+          ("report's suppressed counts", monthly["report"], "all",
+           ", ".join(f"{k} {v}" for k, v in report_counts.items()), "kpi_report")]),
+        ("Missing sync (freshness_check)", ("when", "alert", "severity", "summary", "support incident"),
+         [*[(a["period_end"], a["alert_id"], a["severity"], a["summary"],
+             ", ".join(f"{i['incident_id']} ({i['team']}, {i['priority']})" for i in missing_incidents))
+            for a in missing],
+          *[(resumed_at.isoformat(), a["alert_id"], a["severity"], a["summary"], "resolves " + a["resolves"])
+            for a in resolutions]]),
+        ("Threshold tuning from the operator's labels", ("integration", "metric", "status", "labels",
+                                                         "old -> new", "reason"),
+         [(d["integration_id"], m["metric"], m["status"], m["labels"],
+           f"{m['current']} -> {m['threshold']}" if m["status"] == "tuned" else m["current"], m["reason"])
+          for d in decisions for m in d["metrics"]]
+         + [(d["integration_id"], "", d["status"], d["labels"], "", d["reason"])
+            for d in decisions if not d["metrics"]]),
         ("Alerts", ("id", "integration", "detector", "severity", "metric", "dimension", "value", "period",
                     "observed", "expected", "change %", "score", "direction", "top contributor", "share",
                     "summary"),
@@ -424,8 +706,26 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
     for line in stats.quarantined:
         say(f"Quarantined: {line}")
     say(f"Alerts: {len(alerts)} recorded by kpi_report, {len(triage)} of them (warning and above) for support "
-        f"triage, {stats.alerts_suppressed} suppressed by the demo snooze on {SNOOZED['integration_id']}/"
-        f"{SNOOZED['metric']}; dead letters: {sum(dead.values())}")  # fmt: skip
+        f"triage; {len(suppressed)} suppressed ("
+        + ", ".join(f"{d} {n}" for d, n in sorted(suppressed_detectors.items()))
+        + f"): {suppressed_by['snooze']} by the API snooze on "
+        f"{SNOOZED['integration_id']}/{SNOOZED['metric']}, {suppressed_by['calendar']} by the calendar; "
+        f"dead letters: {sum(dead.values())}")  # fmt: skip
+    say(f"Campaign in the calendar: {campaign.name} on {campaign.integration_id}, {campaign.start:%Y-%m-%d %H:%M}-"
+        f"{campaign.end:%H:%M} (registered through the API): {len(in_campaign)} alert(s) published in its window, "
+        f"{suppressed_by['calendar']} suppressed by the calendar; the month's report ({monthly['report']}) counts suppressed "
+        + ", ".join(f"{k} {v}" for k, v in report_counts.items()))  # fmt: skip
+    say(f"Missing sync: {held_integration}'s last {held_hours} h of syncs held back; freshness_check at "
+        f"{check_at:%Y-%m-%d %H:%M:%S} found {missed['late']} late integration(s) and published "
+        f"{missed['alerts_published']} missing_data alert(s)")  # fmt: skip
+    for a in missing:
+        say(f"  {a['severity']} {a['alert_id']}: {a['summary']} (recorded by kpi_report)")
+    for i in missing_incidents:
+        say(f"  support triage: incident {i['incident_id']} for {i['team']}, {i['priority']}, {i['status']}")
+    for a in resolutions:
+        say(f"  after the held-back syncs arrived: {a['severity']} {a['alert_id']}: {a['summary']} (on the "
+            "commit clock: they committed seconds after the last sync; the check that announced the outage "
+            "ran ahead of it)")  # fmt: skip
     for integration in sorted({i for i, _ in per_integration}):
         counts = ", ".join(
             f"{s} {per_integration[(integration, s)]}" for s in ("critical", "warning", "info")
@@ -449,7 +749,19 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
         events = Counter(m["event"] for m in messages)
         say(f"  {team} queue: " + (", ".join(f"{e} {n}" for e, n in sorted(events.items())) or "no messages"))
     say(f"Labels: the operator marked {labels['true_positive']} alerts true and {labels['false_positive']} false "
-        "(inside or outside an injected incident); the report's precision comes from them")  # fmt: skip
+        f"(inside or outside an injected incident) through the API in {label_seconds:.1f}s; the report's "
+        "precision comes from them")  # fmt: skip
+    say(
+        f"Threshold tuning ({tuned['as_of'][:10]}): {tuned['thresholds_tuned']} threshold(s) changed"
+        + "".join(f"; {c['integration_id']}/{c['metric']} {c['old']} -> {c['new']}" for c in tuned["changes"])
+    )
+    for d in decisions:
+        if d["status"] == "tuned":
+            continue
+        why = d["reason"] or "; ".join(f"{m['metric']}: {m['reason']}" for m in d["metrics"])
+        say(
+            f"  {d['integration_id']}: {d['status']} ({d['labels']} labels, {d['labels_matched']} matched): {why}"
+        )
     say(f"KPI report (daily, {daily['report']}): {daily_page.resolve()}")
     say(f"KPI report ({monthly['report']}, the injected incidents): {month_page.resolve()}")
     say(f"Caught {sum(r['caught'] for r in results)} of {len(results)} injected incidents "
