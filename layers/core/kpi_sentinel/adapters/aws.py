@@ -571,6 +571,34 @@ def _incident_key(integration_id: str, family: str, incident_id: str) -> dict[st
     return {"pk": {"S": _pk(integration_id)}, "sk": {"S": f"family#{family}#incident#{incident_id}"}}
 
 
+def _audit_item(integration_id: str, audit: Mapping[str, Any], **extra: dict[str, str]) -> dict[str, Any]:
+    """The ``audit#<id>`` item of a change (operator overrides, tuned thresholds): who, when, old, new."""
+    return {
+        "pk": {"S": _pk(integration_id)},
+        "sk": {"S": f"audit#{audit['audit_id']}"},
+        "kind": {"S": str(audit.get("kind", ""))},
+        "subject": {"S": str(audit.get("subject", ""))},
+        "who": {"S": str(audit.get("who", ""))},
+        "at": {"S": str(audit.get("at", ""))},
+        "old": {"S": json.dumps(audit.get("old"), sort_keys=True)},
+        "new": {"S": json.dumps(audit.get("new"), sort_keys=True)},
+        "reason": {"S": str(audit.get("reason") or "")},
+        **extra,
+    }
+
+
+def _write_audited(table: str, change: Mapping[str, Any], audit: Mapping[str, Any]) -> bool:
+    """The change and its audit entry in one transaction; False when a condition of either failed."""
+    entry = {"TableName": table, "Item": audit, "ConditionExpression": "attribute_not_exists(sk)"}
+    try:
+        client("dynamodb").transact_write_items(TransactItems=[change, {"Put": entry}])
+    except ClientError as exc:
+        if _cancelled_by_condition(exc):
+            return False
+        raise
+    return True
+
+
 def _cancelled_by_condition(exc: ClientError) -> bool:
     if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
         return True
@@ -1144,35 +1172,10 @@ class DynamoOperatorStore:
             put: dict[str, Any] = {"TableName": self.table, "Item": item}
             _versioned(put, expected_version)
             change = {"Put": put}
-        entry = {
-            "pk": {"S": _pk(integration_id)},
-            "sk": {"S": f"audit#{audit['audit_id']}"},
-            "kind": {"S": str(audit.get("kind", ""))},
-            "subject": {"S": str(audit.get("subject", ""))},
-            "who": {"S": str(audit.get("who", ""))},
-            "at": {"S": str(audit.get("at", ""))},
-            "old": {"S": json.dumps(audit.get("old"), sort_keys=True)},
-            "new": {"S": json.dumps(audit.get("new"), sort_keys=True)},
-            "reason": {"S": str(audit.get("reason") or "")},
-        }
-        writes = [
-            change,
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": entry,
-                    "ConditionExpression": "attribute_not_exists(sk)",
-                }
-            },
-        ]
-        try:
-            client("dynamodb").transact_write_items(TransactItems=writes)
-        except ClientError as exc:
-            if _cancelled_by_condition(exc):
-                raise OperatorConflict(
-                    f"override of {integration_id}/{metric} changed since version {expected_version}"
-                ) from exc
-            raise
+        if not _write_audited(self.table, change, _audit_item(integration_id, audit)):
+            raise OperatorConflict(
+                f"override of {integration_id}/{metric} changed since version {expected_version}"
+            )
 
     def audit(self, integration_id: str, limit: int, before: str | None = None) -> list[dict[str, Any]]:
         # BETWEEN is inclusive: ask for one more and drop ``before`` itself.
@@ -1428,39 +1431,17 @@ class DynamoTuning:
             item["previous"] = {"N": repr(float(tuned.previous))}
         put: dict[str, Any] = {"TableName": self.table, "Item": item}
         _versioned(put, tuned.version - 1)
-        entry: dict[str, Any] = {
-            "pk": pk,
-            "sk": {"S": f"audit#{audit['audit_id']}"},
-            "kind": {"S": str(audit.get("kind", ""))},
-            "subject": {"S": str(audit.get("subject", ""))},
-            "metric": {"S": tuned.metric},
-            "who": {"S": str(audit.get("who", ""))},
-            "at": {"S": str(audit.get("at", ""))},
-            "old": {"S": json.dumps(audit.get("old"), sort_keys=True)},
-            "new": {"S": json.dumps(audit.get("new"), sort_keys=True)},
-            "reason": {"S": str(audit.get("reason") or "")},
-            "run_id": {"S": str(audit.get("run_id", ""))},
-            "evidence": {"S": json.dumps(audit.get("evidence"), sort_keys=True)},
-        }
-        writes = [
-            {"Put": put},
-            {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": entry,
-                    "ConditionExpression": "attribute_not_exists(sk)",
-                }
-            },
-        ]
-        try:
-            client("dynamodb").transact_write_items(TransactItems=writes)
-        except ClientError as exc:
-            if _cancelled_by_condition(exc):
-                raise StateConflict(
-                    f"tuned threshold of {integration_id}/{tuned.metric} changed since version "
-                    f"{tuned.version - 1}"
-                ) from exc
-            raise
+        entry = _audit_item(
+            integration_id,
+            audit,
+            metric={"S": tuned.metric},
+            run_id={"S": str(audit.get("run_id", ""))},
+            evidence={"S": json.dumps(audit.get("evidence"), sort_keys=True)},
+        )
+        if not _write_audited(self.table, {"Put": put}, entry):
+            raise StateConflict(
+                f"tuned threshold of {integration_id}/{tuned.metric} changed since version {tuned.version - 1}"
+            )
 
 
 class DynamoTunedControl(DynamoControl):
