@@ -14,8 +14,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from kpi_sentinel.adapters.memory import MemoryControl, MemoryFreshness, MemoryPublisher, MemoryState
 from kpi_sentinel.alerts import alert_id as scorer_alert_id
 from kpi_sentinel.handlers import freshness as handler
@@ -26,7 +24,6 @@ from kpi_sentinel.operator_jobs.freshness import (
     expectation,
     outage_alert_id,
 )
-from kpi_sentinel.operator_jobs.ids import alert_id
 from kpi_sentinel.operator_jobs.schedule import BadJobEvent
 from kpi_sentinel.ports import FreshnessPorts
 
@@ -444,22 +441,6 @@ def test_given_bad_settings_in_the_environment_when_read_then_the_error_names_th
     assert FreshnessSettings.from_env({"GRACE_MIN_SECONDS": "600"}).grace_min_seconds == 600
     with pytest.raises(ValueError, match="GRACE_CADENCES"):
         FreshnessSettings.from_env({"GRACE_CADENCES": "-1"})
-
-
-@given(
-    st.text(min_size=1, max_size=20),
-    st.sampled_from(["ewma", "isolation_forest", "missing_data"]),
-    st.text(max_size=12),
-    st.text(max_size=12),
-    st.text(max_size=12),
-    st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat()),
-)
-def test_the_jobs_alert_ids_are_the_scorers(
-    integration: str, detector: str, metric: str, dimension: str, value: str, start: str
-) -> None:
-    assert alert_id(integration, detector, metric, dimension, value, start) == scorer_alert_id(
-        integration, detector, metric, dimension, value, start
-    )
 
 
 @pytest.mark.parametrize("module", ["kpi_sentinel.handlers.freshness", "kpi_sentinel.handlers.tuning"])

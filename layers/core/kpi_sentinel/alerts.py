@@ -15,32 +15,24 @@ report shows it, support triage does not receive it).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+# Re-exported: the alert contract is known as kpi_sentinel.alerts too.
+from kpi_sentinel.alert_ids import SCHEMA_VERSION as SCHEMA_VERSION
+from kpi_sentinel.alert_ids import alert_id as alert_id
+from kpi_sentinel.alert_ids import snooze_matches as snooze_matches
 from kpi_sentinel.config import IntegrationConfig, MetricSpec, RateSpec, RatioSpec
 from kpi_sentinel.scoring import ScoredPoint, Series, period_start
 
-SCHEMA_VERSION = "1"
 CRITICAL_CHANGE = 0.30
 INSTANT_FACTOR = 2.0  # a metric's total this many thresholds out needs no confirmation
 SUSTAINED_MIN_SCORE = 1.0  # a sustained break alerts on periods that are themselves this far out
 TOP_CONTRIBUTORS = 5
 _DISPLAY = {"ngr": "NGR", "ggr": "GGR", "ftds": "FTDs", "ftd": "FTD", "ctr": "CTR"}
-
-
-def alert_id(integration_id: str, detector: str, metric: str, dimension: str, value: str, start: str) -> str:
-    """Deterministic: the same integration, detector, series and period always give the same id.
-
-    >>> alert_id("acme-ads", "ewma", "ngr", "", "", "2026-10-15T12:00:00+00:00")
-    'ewma-62b9241ce6e02396835c0e2529ff34d5'
-    """
-    text = "\x1f".join((integration_id, detector, metric, dimension, value, start))
-    return f"{detector}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
 
 
 def display_name(metric: str) -> str:
@@ -251,27 +243,6 @@ def _alert(
         "segment": config.segment,
         "source_key": sync_key,
     }
-
-
-def snooze_matches(snooze: Mapping[str, Any], alert: Mapping[str, Any]) -> bool:
-    """A snooze covers its integration, optionally narrowed to a metric and/or a dimension value.
-
-    A snooze on a dimension value also covers a total alert whose top contributor is that value.
-    """
-    if snooze.get("integration_id") != alert["integration_id"]:
-        return False
-    if snooze.get("metric") and snooze["metric"] != alert["metric"]:
-        return False
-    dimension = snooze.get("dimension")
-    if snooze.get("dimension_value"):
-        value = snooze["dimension_value"]
-        own = value == alert["dimension_value"] and (not dimension or dimension == alert["dimension"])
-        in_contributors = any(
-            c["value"] == value and (not dimension or c["dimension"] == dimension)
-            for c in alert["contributors"][:1]
-        )
-        return bool(own or in_contributors)
-    return not (dimension and dimension != alert["dimension"])
 
 
 def series_key(alert: Mapping[str, Any]) -> Series:

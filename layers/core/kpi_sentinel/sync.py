@@ -23,9 +23,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from kpi_sentinel.alerts import build_alerts, series_key, snooze_matches
+from kpi_sentinel.alert_ids import snooze_matches
+from kpi_sentinel.alerts import build_alerts, series_key
 from kpi_sentinel.calendar import KnownEventSpan, calendar_periods, parse_events
 from kpi_sentinel.config import ConfigError, IntegrationConfig, infer_config, with_overrides
+from kpi_sentinel.history import HISTORY_COLUMNS
 from kpi_sentinel.parsing import (
     KeyContractError,
     RawTable,
@@ -48,11 +50,6 @@ from kpi_sentinel.scoring import (
 )
 
 log = logging.getLogger(__name__)
-
-HISTORY_COLUMNS = (
-    "period_start", "integration_id", "metric", "dimension", "dimension_value", "observed", "expected",
-    "expected_lower", "expected_upper", "score", "status", "alert_severity", "sync_key",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)

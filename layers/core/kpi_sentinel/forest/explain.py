@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from kpi_sentinel.alerts import SCHEMA_VERSION, alert_id, display_name, format_value, percent_change
+from kpi_sentinel.alert_ids import SCHEMA_VERSION, alert_id
+from kpi_sentinel.alerts import display_name, format_value, percent_change
 from kpi_sentinel.config import IntegrationConfig, RateSpec, RatioSpec, default_direction
 from kpi_sentinel.forest.features import FeatureFrame
 from kpi_sentinel.forest.model import ForestModel, contributions

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from kpi_sentinel.alerts import snooze_matches
+from kpi_sentinel.alert_ids import snooze_matches
 from kpi_sentinel.calendar import calendar_periods, parse_events
 from kpi_sentinel.config import IntegrationConfig
 from kpi_sentinel.forest.explain import flagged_alerts

@@ -67,8 +67,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from kpi_sentinel.alert_ids import SCHEMA_VERSION, alert_id, snooze_matches
 from kpi_sentinel.calendar import KnownEventSpan, parse_events
-from kpi_sentinel.operator_jobs.ids import SCHEMA_VERSION, alert_id, snooze_covers
 from kpi_sentinel.ports import ActiveIntegration, FreshnessPorts, Outage, StateConflict
 
 log = logging.getLogger(__name__)
@@ -403,7 +403,7 @@ def judge(
     segment = str((config or {}).get("segment") or "default")
     alert = missing_alert(active, segment, now, expect, severity)
     when = datetime.fromtimestamp(now, tz=UTC)
-    snooze = next((s for s in ports.control.active_snoozes(iid, when) if snooze_covers(s, iid, METRIC)), None)
+    snooze = next((s for s in ports.control.active_snoozes(iid, when) if snooze_matches(s, alert)), None)
     if snooze is not None:
         return _Verdict(
             "suppressed", why=f"snooze {snooze.get('snooze_id', '')}".strip(), problems=(*problems,)

@@ -36,25 +36,23 @@ else the tuned threshold, else the config's ``threshold``, else the granularity'
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
-import io
 import json
 import logging
 import math
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from kpi_sentinel.alert_ids import alert_id
 from kpi_sentinel.config import DEFAULT_THRESHOLD
 from kpi_sentinel.forest.planner import run_id as run_id_of
-from kpi_sentinel.operator_jobs.ids import alert_id
+from kpi_sentinel.history import total_rows
 from kpi_sentinel.operator_jobs.thresholds import Bounds, Choice, Labelled, choose
 from kpi_sentinel.ports import ActiveIntegration, StateConflict, TunedThreshold, TuningInputs, TuningPorts
 
@@ -273,25 +271,6 @@ def window_dates(as_of: datetime, days: int) -> list[date]:
     return [start.date() + timedelta(days=n) for n in range((end.date() - start.date()).days + 1)]
 
 
-def _history_rows(key: str, body: bytes) -> Iterator[dict[str, str]]:
-    """The metric-total rows of one history object (ValueError when it cannot be read)."""
-    try:
-        text = gzip.decompress(body).decode("utf-8")
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{key}: not a gzip UTF-8 object ({exc})") from exc
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None) or []
-    missing = [name for name in HISTORY_FIELDS if name not in header]
-    if missing:
-        raise ValueError(f"{key}: history object lacks column(s) {', '.join(missing)}")
-    at = {name: header.index(name) for name in HISTORY_FIELDS}
-    for number, row in enumerate(reader, start=2):
-        if len(row) != len(header):
-            raise ValueError(f"{key}: row {number} has {len(row)} fields, the header {len(header)}")
-        if not row[at["dimension"]]:
-            yield {name: row[index] for name, index in at.items()}
-
-
 def read_totals(
     ports: TuningPorts, settings: TuningSettings, integration_id: str, days: Sequence[date]
 ) -> tuple[list[Period], int, list[str]]:
@@ -318,7 +297,7 @@ def read_totals(
             problems.append(f"{key}: deleted between listing and reading")
             continue
         try:
-            for row in _history_rows(key, body):
+            for _, row in total_rows(body, HISTORY_FIELDS):
                 try:
                     score = float(row["score"]) if row["score"] else math.nan
                 except ValueError:
@@ -327,7 +306,7 @@ def read_totals(
                     row["metric"], row["period_start"], score, row["status"]
                 )
         except ValueError as exc:
-            problems.append(str(exc))
+            problems.append(f"{key}: {exc}")
     return list(latest.values()), len(keys), problems
 
 

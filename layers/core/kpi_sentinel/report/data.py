@@ -8,9 +8,7 @@ built from part of the data without saying so would be worse than none.
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
 import json
 import math
 import re
@@ -20,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from kpi_sentinel.history import total_rows
 from kpi_sentinel.parsing import INTEGRATION_ID
 from kpi_sentinel.ports import ListingStore
 from kpi_sentinel.report.record import ALERTS_PREFIX, MalformedAlert, validate_alert
@@ -193,23 +192,6 @@ def _float(text: str) -> float:
     return float(text) if text else math.nan
 
 
-def _history_rows(key: str, body: bytes) -> Iterator[tuple[int, dict[str, str]]]:
-    """``(row number, {field: text})`` of a history object's metric-total rows (ValueError if unreadable)."""
-    reader = csv.reader(io.StringIO(_text(body)))
-    header = next(reader, None) or []
-    missing = [name for name in HISTORY_FIELDS if name not in header]
-    if missing:
-        raise ValueError(f"history object lacks column(s) {', '.join(missing)}")
-    at = {name: header.index(name) for name in HISTORY_FIELDS}
-    for number, row in enumerate(reader, start=2):
-        if len(row) != len(header):
-            raise ValueError(
-                f"row {number} has {len(row)} fields, the header {len(header)}; the object's rows from there on are skipped"
-            )
-        if not row[at["dimension"]]:
-            yield number, {name: row[index] for name, index in at.items()}
-
-
 def read_metric_history(
     objects: ListingStore, bucket: str, integration_id: str, days: Sequence[date]
 ) -> tuple[dict[str, list[HistoryPoint]], list[Problem]]:
@@ -230,7 +212,7 @@ def read_metric_history(
             problems.append(Problem(key, "deleted between listing and reading"))
             continue
         try:
-            for number, row in _history_rows(key, body):
+            for number, row in total_rows(body, HISTORY_FIELDS):
                 if row["status"] not in PLOTTED_STATUSES:
                     continue
                 try:
