@@ -23,50 +23,21 @@ from kpi_sentinel.operator_jobs.freshness import FreshnessSettings, check
 from kpi_sentinel.ports import FreshnessPorts, Outage, StateConflict
 from moto import mock_aws
 
+from tests.unit.aws_tables import create_table, offline_aws
+
 REGION = "eu-west-1"
 STATE, CONTROL = "state-table", "control-table"
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
 
-def _table(name: str, index: bool) -> None:
-    keys = [{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk")]
-    extra: dict[str, Any] = {}
-    if index:
-        keys += [{"AttributeName": n, "AttributeType": "S"} for n in ("active_shard", "integration_id")]
-        extra["GlobalSecondaryIndexes"] = [
-            {
-                "IndexName": "ActiveIntegrations",
-                "KeySchema": [
-                    {"AttributeName": "active_shard", "KeyType": "HASH"},
-                    {"AttributeName": "integration_id", "KeyType": "RANGE"},
-                ],
-                "Projection": {
-                    "ProjectionType": "INCLUDE",
-                    "NonKeyAttributes": ["last_sync_at", "tier", "granularity"],
-                },
-            }
-        ]
-    boto3.client("dynamodb").create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=keys,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        **extra,
-    )
-
-
 @pytest.fixture
 def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The two tables, and a queue subscribed to the alerts topic (raw delivery); yields the queue URL."""
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    aws.client.cache_clear()
+    offline_aws(monkeypatch, REGION)
     handler._aws_ports.cache_clear()
     with mock_aws():
-        _table(STATE, index=True)
-        _table(CONTROL, index=False)
+        create_table("StateTable", STATE, REGION)
+        create_table("ControlTable", CONTROL, REGION)
         topic = boto3.client("sns").create_topic(Name="alerts")["TopicArn"]
         sqs = boto3.client("sqs")
         url = sqs.create_queue(QueueName="alerts-copy")["QueueUrl"]

@@ -32,7 +32,7 @@ from kpi_sentinel.triage.incidents import TriagePorts, TriageSettings, triage_al
 from kpi_sentinel.triage.routing import default_rules
 from moto import mock_aws
 
-from tests.unit.test_triage_adapters import create_incidents_table
+from tests.unit.aws_tables import create_table, offline_aws
 from tests.unit.triage_helpers import Clock, make_alert
 
 REGION = "eu-west-1"
@@ -43,28 +43,15 @@ OPS = "arn:aws:iam::123456789012:user/acme-ops"
 
 @pytest.fixture
 def cloud(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    offline_aws(monkeypatch, REGION)
     monkeypatch.setenv("CONTROL_TABLE", CONTROL)
     monkeypatch.setenv("INCIDENTS_TABLE", INCIDENTS)
     monkeypatch.setenv("DATA_BUCKET", DATA)
     monkeypatch.setenv("SCOPE_CACHE_SECONDS", "0")
-    aws.client.cache_clear()
     handler._aws_ports.cache_clear()
     with mock_aws():
-        boto3.client("dynamodb", region_name=REGION).create_table(
-            TableName=CONTROL,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk")],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-        )
-        create_incidents_table(INCIDENTS)
+        create_table("ControlTable", CONTROL, REGION)
+        create_table("IncidentsTable", INCIDENTS, REGION)
         boto3.client("s3", region_name=REGION).create_bucket(
             Bucket=DATA, CreateBucketConfiguration={"LocationConstraint": REGION}
         )

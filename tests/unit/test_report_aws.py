@@ -22,6 +22,7 @@ from kpi_sentinel.adapters.aws import DynamoFeedback
 from kpi_sentinel.handlers import report as handler
 from moto import mock_aws
 
+from tests.unit.aws_tables import create_table, offline_aws
 from tests.unit.report_fixture import A1, DATA, G2, LABELS, fixture_day
 
 CONTROL = "control-table"
@@ -30,23 +31,11 @@ EVENTS = Path(__file__).resolve().parents[2] / "events"
 
 @pytest.fixture
 def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    aws.client.cache_clear()
+    offline_aws(monkeypatch, "us-east-1")
     handler._aws_ports.cache_clear()
     with mock_aws():
         boto3.client("s3").create_bucket(Bucket=DATA)
-        boto3.client("dynamodb").create_table(
-            TableName=CONTROL,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in ("pk", "sk")],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-        )
+        create_table("ControlTable", CONTROL, "us-east-1")
         yield
     aws.client.cache_clear()
     handler._aws_ports.cache_clear()

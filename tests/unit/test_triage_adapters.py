@@ -21,6 +21,7 @@ from kpi_sentinel.triage.routing import RulesCache, default_rules
 from kpi_sentinel.triage.sla import check_sla
 from moto import mock_aws
 
+from tests.unit.aws_tables import create_table, offline_aws
 from tests.unit.triage_helpers import (
     NOW,
     SETTINGS,
@@ -64,56 +65,12 @@ class Aws:
         return found
 
 
-def create_incidents_table(name: str) -> None:
-    """Exactly the IncidentsTable the template declares (pk/sk, TTL expires_at, GSIs Due and ByDay)."""
-    ddb = boto3.client("dynamodb", region_name=REGION)
-    ddb.create_table(
-        TableName=name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-            {"AttributeName": "due_shard", "AttributeType": "S"},
-            {"AttributeName": "due_at_epoch", "AttributeType": "N"},
-            {"AttributeName": "opened_day", "AttributeType": "S"},
-            {"AttributeName": "opened_at", "AttributeType": "S"},
-        ],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "Due",
-                "KeySchema": [
-                    {"AttributeName": "due_shard", "KeyType": "HASH"},
-                    {"AttributeName": "due_at_epoch", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            },
-            {
-                "IndexName": "ByDay",
-                "KeySchema": [
-                    {"AttributeName": "opened_day", "KeyType": "HASH"},
-                    {"AttributeName": "opened_at", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            },
-        ],
-    )
-    ddb.update_time_to_live(
-        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
-    )
-
-
 @pytest.fixture
 def cloud(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    aws.client.cache_clear()
+    offline_aws(monkeypatch, REGION)
     handler._aws_ports.cache_clear()
     with mock_aws():
-        create_incidents_table(TABLE)
+        create_table("IncidentsTable", TABLE, REGION)
         sqs = boto3.client("sqs", region_name=REGION)
         queues = {team: sqs.create_queue(QueueName=f"team-{team}")["QueueUrl"] for team in TEAMS}
         boto3.client("s3", region_name=REGION).create_bucket(

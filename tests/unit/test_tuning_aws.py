@@ -16,7 +16,8 @@ from kpi_sentinel.operator_jobs.tuning import record_key
 from kpi_sentinel.ports import StateConflict, TunedThreshold
 from moto import mock_aws
 
-from tests.unit.test_freshness_aws import CONTROL, REGION, STATE, _synced, _table
+from tests.unit.aws_tables import create_table, offline_aws
+from tests.unit.test_freshness_aws import CONTROL, REGION, STATE, _synced
 from tests.unit.test_tuning import AS_OF, DATA, IID, World, _labelled_fixture
 
 AUDIT = {
@@ -35,15 +36,11 @@ AUDIT = {
 
 @pytest.fixture
 def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    aws.client.cache_clear()
+    offline_aws(monkeypatch, REGION)
     handler._aws_ports.cache_clear()
     with mock_aws():
-        _table(STATE, index=True)
-        _table(CONTROL, index=False)
+        create_table("StateTable", STATE, REGION)
+        create_table("ControlTable", CONTROL, REGION)
         boto3.client("s3").create_bucket(
             Bucket=DATA, CreateBucketConfiguration={"LocationConstraint": REGION}
         )

@@ -328,6 +328,18 @@ class DynamoLedger:
                 raise RuntimeError("DynamoDB kept writes unprocessed while recording published alerts")
 
 
+def _send_batch(queue_url: str, entries: list[dict[str, Any]], what: str) -> None:
+    """SendMessageBatch (at most 10 entries), re-sending the entries SQS reports failed, up to 5 tries."""
+    for _ in range(5):
+        result = client("sqs").send_message_batch(QueueUrl=queue_url, Entries=entries)
+        failed = {f["Id"] for f in result.get("Failed", [])}
+        if not failed:
+            return
+        entries = [e for e in entries if e["Id"] in failed]
+        time.sleep(0.2)
+    raise RuntimeError(f"SQS refused {len(entries)} {what} after retries")
+
+
 class SqsJobQueue:
     """Sends jobs as JSON messages, 10 per SendMessageBatch call, calls spread over a few threads."""
 
@@ -340,14 +352,7 @@ class SqsJobQueue:
             {"Id": str(n), "MessageBody": json.dumps(job, separators=(",", ":"))}
             for n, job in enumerate(jobs)
         ]
-        for _ in range(5):
-            result = client("sqs").send_message_batch(QueueUrl=self.queue_url, Entries=entries)
-            failed = {f["Id"] for f in result.get("Failed", [])}
-            if not failed:
-                return
-            entries = [e for e in entries if e["Id"] in failed]
-            time.sleep(0.2)
-        raise RuntimeError(f"SQS refused {len(entries)} job(s) after retries")
+        _send_batch(self.queue_url, entries, "job(s)")
 
     def send(self, jobs: Sequence[Mapping[str, Any]]) -> None:
         chunks = [jobs[i : i + 10] for i in range(0, len(jobs), 10)]
@@ -874,14 +879,7 @@ class SqsTeamOutbox:
                 entry["MessageDeduplicationId"] = str(message["dedup_key"])[:128]
                 entry["MessageGroupId"] = str(message["incident"]["incident_id"])
             entries.append(entry)
-        for _ in range(5):
-            result = client("sqs").send_message_batch(QueueUrl=url, Entries=entries)
-            failed = {f["Id"] for f in result.get("Failed", [])}
-            if not failed:
-                return
-            entries = [e for e in entries if e["Id"] in failed]
-            time.sleep(0.2)
-        raise RuntimeError(f"SQS refused {len(entries)} incident message(s) for {url} after retries")
+        _send_batch(url, entries, f"incident message(s) for {url}")
 
     def send(self, messages: Sequence[Mapping[str, Any]]) -> None:
         by_team: dict[str, list[Mapping[str, Any]]] = {}
