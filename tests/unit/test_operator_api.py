@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -540,6 +541,48 @@ def test_given_an_open_incident_when_acknowledged_then_resolved_then_it_cannot_b
     assert late.status == 409
     assert "resolved" in late.message
     assert w.call("GET", target).body["status"] == "resolved"
+
+
+def test_given_an_incident_when_acknowledged_and_resolved_through_the_api_then_it_records_who(
+    w: World,
+) -> None:
+    incident = _open_incident(w)
+    target = f"/v1/incidents/{incident['incident_id']}"
+    fresh = w.call("GET", target).body
+    assert (fresh["acknowledged_by"], fresh["resolved_by"], fresh["resolution_reason"]) == (None, None, None)
+    acked = w.call("POST", f"{target}/acknowledge").body
+    assert acked["acknowledged_by"] == ACME_OPS
+    assert w.call("POST", f"{target}/acknowledge", who=ROLE_SESSION).body["acknowledged_by"] == ACME_OPS
+    done = w.call("POST", f"{target}/resolve", who=ROLE_SESSION).body
+    assert (done["resolved_by"], done["resolution_reason"]) == (ROLE_SESSION, "operator")
+    assert (
+        w.call("POST", f"{target}/resolve", who=ADMIN).body["resolved_by"] == ROLE_SESSION
+    )  # the first stays
+    stored = w.incidents.get(incident["incident_id"])
+    assert stored is not None
+    assert (stored.record["acknowledged_by"], stored.record["resolved_by"]) == (ACME_OPS, ROLE_SESSION)
+    [listed] = w.call("GET", "/v1/incidents?status=resolved").body["incidents"]
+    assert (listed["acknowledged_by"], listed["resolved_by"], listed["resolution_reason"]) == (
+        ACME_OPS,
+        ROLE_SESSION,
+        "operator",
+    )
+
+
+def test_given_an_incident_stored_before_who_was_recorded_when_read_then_the_fields_are_null(
+    w: World,
+) -> None:
+    incident = _open_incident(w)
+    iid = incident["incident_id"]
+    raw = json.loads(w.incidents.records[iid])
+    for name in ("acknowledged_by", "resolved_by", "resolution_reason"):
+        raw.pop(name)
+    w.incidents.records[iid] = json.dumps(raw)
+    answer = w.call("GET", f"/v1/incidents/{iid}")
+    assert answer.status == 200
+    assert (answer.body["acknowledged_by"], answer.body["resolved_by"]) == (None, None)
+    assert w.call("GET", "/v1/incidents").body["incidents"][0]["resolution_reason"] is None
+    assert w.call("POST", f"/v1/incidents/{iid}/acknowledge").body["acknowledged_by"] == ACME_OPS
 
 
 def test_given_another_integrations_incident_when_acting_on_it_then_403_and_it_is_unchanged(w: World) -> None:

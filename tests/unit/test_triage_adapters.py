@@ -22,6 +22,7 @@ from kpi_sentinel.triage.sla import check_sla
 from moto import mock_aws
 
 from tests.unit.aws_tables import create_table, offline_aws
+from tests.unit.test_triage_resolutions import resolution, warning
 from tests.unit.triage_helpers import (
     NOW,
     SETTINGS,
@@ -233,6 +234,85 @@ def test_given_resolved_and_lookalike_families_when_candidates_are_read_then_onl
     store.resolve(made["revenue"], NOW + timedelta(minutes=1))
     assert store.candidates("acme-ads", "revenue").incidents == ()
     assert store.candidates("globex-traffic", "revenue").version == 0
+
+
+def test_given_dynamodb_when_acknowledged_and_resolved_by_someone_then_the_item_keeps_who_and_why(
+    cloud: Aws,
+) -> None:
+    store = DynamoIncidents(cloud.table)
+    alert = make_alert("ngr", severity="critical")
+    record, _ = new_incident(alert, RULES.route(alert), "revenue", NOW)
+    store.save(record, 0, [], claim_alert_id=alert["alert_id"], group_version=0)
+    iid = record["incident_id"]
+    assert (record["acknowledged_by"], record["resolved_by"], record["resolution_reason"]) == (
+        None,
+        None,
+        None,
+    )
+    acked = store.acknowledge(iid, NOW + timedelta(minutes=5), by="arn:aws:iam::123456789012:user/alice")
+    assert acked["acknowledged_by"] == "arn:aws:iam::123456789012:user/alice"
+    assert store.acknowledge(iid, NOW + timedelta(minutes=6), by="bob")["acknowledged_by"].endswith("/alice")
+    done = store.resolve(iid, NOW + timedelta(minutes=9), by="bob")
+    assert (done["resolved_by"], done["resolution_reason"]) == ("bob", "operator")
+    item = cloud.item("integration#acme-ads", f"family#revenue#incident#{iid}")
+    assert item is not None
+    kept = json.loads(item["record"]["S"])
+    assert (kept["acknowledged_by"], kept["resolved_by"], kept["resolution_reason"]) == (
+        "arn:aws:iam::123456789012:user/alice",
+        "bob",
+        "operator",
+    )
+    assert store.resolve(iid, NOW + timedelta(minutes=10), by="carol")["resolved_by"] == "bob"
+
+
+def test_given_an_item_stored_before_the_fields_existed_when_read_then_they_are_none(cloud: Aws) -> None:
+    store = DynamoIncidents(cloud.table)
+    alert = make_alert("ngr")
+    record, _ = new_incident(alert, RULES.route(alert), "revenue", NOW)
+    for name in ("acknowledged_by", "resolved_by", "resolution_reason"):
+        del record[name]
+    store.save(record, 0, [], claim_alert_id=alert["alert_id"], group_version=0)
+    stored = store.get(record["incident_id"])
+    assert stored is not None
+    assert (stored.record["acknowledged_by"], stored.record["resolved_by"]) == (None, None)
+    [listed] = store.incidents_opened(NOW - timedelta(hours=1), NOW + timedelta(hours=1))
+    assert listed["resolution_reason"] is None
+    [candidate] = store.candidates("acme-ads", "revenue").incidents
+    assert candidate.record["acknowledged_by"] is None
+    assert store.acknowledge(record["incident_id"], NOW, by="alice")["acknowledged_by"] == "alice"
+
+
+def test_given_a_missing_data_incident_on_dynamodb_when_data_resumes_then_it_is_resolved_once(
+    cloud: Aws,
+) -> None:
+    clock = Clock()
+    ports, store = dynamo_ports(cloud, clock)
+    opened = triage_alert(warning(), RULES, ports, SETTINGS)
+    assert opened.team == "integrations"
+    clock.advance(minutes=70)
+    done = triage_alert(resolution(), RULES, ports, SETTINGS)
+    again = triage_alert(resolution(), RULES, ports, SETTINGS)
+    assert (done.status, done.messages_sent, again.status, again.messages_sent) == (
+        "resolved",
+        1,
+        "duplicate",
+        0,
+    )
+    item = cloud.item("integration#acme-ads", f"family#sync#incident#{opened.incident_id}")
+    assert item is not None
+    assert item["status"]["S"] == "resolved"
+    assert "outbox" not in item
+    assert "due_shard" not in item
+    record = json.loads(item["record"]["S"])
+    assert (record["resolved_by"], record["resolution_reason"], record["version"]) == (
+        "freshness-check",
+        "data_resumed",
+        2,
+    )
+    bodies = [json.loads(m["Body"]) for m in cloud.receive("integrations")]
+    assert [(b["event"], b["reason"]) for b in bodies] == [("opened", "new"), ("resolved", "data_resumed")]
+    check_messages(bodies)
+    assert store.candidates("acme-ads", "sync").incidents == ()
 
 
 def test_given_incidents_over_several_days_when_listed_by_day_then_the_range_is_half_open(cloud: Aws) -> None:

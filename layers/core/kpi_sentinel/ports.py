@@ -41,8 +41,10 @@ class StateStore(Protocol):
     ) -> None:
         """Write the state iff its version is still ``expected_version``; else raise StateConflict.
 
-        ``index`` (tier, granularity) is kept beside the state so planners can find active
-        integrations without reading state blobs (see :class:`ActiveIndex`).
+        ``index`` (tier, granularity, and ``synced_at``: when the sync committed, in epoch seconds on
+        the use case's clock, else the adapter's) is kept beside the state so planners and the
+        freshness check can find active integrations without reading state blobs (see
+        :class:`ActiveIndex`).
         """
         ...
 
@@ -255,15 +257,16 @@ class IncidentStore(Protocol):
         """Incident records whose ``opened_at`` is in ``[start, end)``, oldest first."""
         ...
 
-    def acknowledge(self, incident_id: str, at: datetime) -> dict[str, Any]:
-        """Mark the incident acknowledged (idempotent); returns the stored record.
+    def acknowledge(self, incident_id: str, at: datetime, by: str | None = None) -> dict[str, Any]:
+        """Mark the incident acknowledged by ``by`` (idempotent); returns the stored record.
 
         Raises :class:`IncidentNotFound` for an unknown id.
         """
         ...
 
-    def resolve(self, incident_id: str, at: datetime) -> dict[str, Any]:
-        """Mark the incident resolved (idempotent; a resolved incident is never reopened)."""
+    def resolve(self, incident_id: str, at: datetime, by: str | None = None) -> dict[str, Any]:
+        """Mark the incident resolved by ``by``, reason ``operator`` (idempotent; a resolved incident is
+        never reopened, and who resolved it first stays)."""
         ...
 
 

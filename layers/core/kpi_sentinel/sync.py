@@ -171,7 +171,11 @@ def _process(ref: SyncRef, ports: ScorerPorts, settings: ScorerSettings) -> Sync
                 state.to_bytes(),
                 ref.sync_id,
                 publishable,
-                {"tier": state.config.tier, "granularity": state.granularity},
+                {
+                    "tier": state.config.tier,
+                    "granularity": state.granularity,
+                    "synced_at": ports.clock().timestamp(),
+                },
             )
         except StateConflict:
             log.info(

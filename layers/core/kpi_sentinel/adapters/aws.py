@@ -51,6 +51,7 @@ from kpi_sentinel.triage.incidents import (
     iso,
     resolved,
     transition,
+    with_defaults,
 )
 
 CHUNK_BYTES = 350_000
@@ -174,7 +175,7 @@ class DynamoState:
                     # The ActiveIntegrations index (see kpi_sentinel.forest.planner).
                     "active_shard": {"S": shard_of(integration_id)},
                     "integration_id": {"S": integration_id},
-                    "last_sync_at": {"N": str(int(time.time()))},
+                    "last_sync_at": {"N": str(int((index or {}).get("synced_at", time.time())))},
                     "tier": {"S": str((index or {}).get("tier", "standard"))},
                     "granularity": {"N": str(int((index or {}).get("granularity", 0)))},
                 },
@@ -640,7 +641,7 @@ class DynamoIncidents:
 
     def _stored(self, item: Mapping[str, Any]) -> StoredIncident:
         outbox = json.loads(item["outbox"]["S"]) if "outbox" in item else []
-        return StoredIncident(json.loads(item["record"]["S"]), tuple(outbox))
+        return StoredIncident(with_defaults(json.loads(item["record"]["S"])), tuple(outbox))
 
     def _get_item(self, key: Mapping[str, Any]) -> dict[str, Any] | None:
         found = client("dynamodb").get_item(TableName=self.table, Key=key, ConsistentRead=True)
@@ -833,17 +834,17 @@ class DynamoIncidents:
                 page = client("dynamodb").query(**kwargs)
                 for item in page["Items"]:
                     if item["opened_at"]["S"] < high:
-                        yield json.loads(item["record"]["S"])
+                        yield with_defaults(json.loads(item["record"]["S"]))
                 if "LastEvaluatedKey" not in page:
                     break
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
             day += timedelta(days=1)
 
-    def acknowledge(self, incident_id: str, at: datetime) -> dict[str, Any]:
-        return transition(self, incident_id, lambda r: acknowledged(r, at))
+    def acknowledge(self, incident_id: str, at: datetime, by: str | None = None) -> dict[str, Any]:
+        return transition(self, incident_id, lambda r: acknowledged(r, at, by))
 
-    def resolve(self, incident_id: str, at: datetime) -> dict[str, Any]:
-        return transition(self, incident_id, lambda r: resolved(r, at))
+    def resolve(self, incident_id: str, at: datetime, by: str | None = None) -> dict[str, Any]:
+        return transition(self, incident_id, lambda r: resolved(r, at, by))
 
 
 def _versioned(put: dict[str, Any], expected_version: int) -> None:

@@ -23,7 +23,15 @@ from kpi_sentinel.ports import (
     TunedThreshold,
     TuningInputs,
 )
-from kpi_sentinel.triage.incidents import OUTBOX_SHARD, acknowledged, due_entry, iso, resolved, transition
+from kpi_sentinel.triage.incidents import (
+    OUTBOX_SHARD,
+    acknowledged,
+    due_entry,
+    iso,
+    resolved,
+    transition,
+    with_defaults,
+)
 
 
 class MemoryObjects:
@@ -88,7 +96,7 @@ class MemoryState:
                 integration_id,
                 str((index or {}).get("tier", "standard")),
                 int((index or {}).get("granularity", 0)),
-                self.clock(),
+                float((index or {}).get("synced_at", self.clock())),
             )
 
     def active(self, since: float, tier: str | None = None) -> Iterator[ActiveIntegration]:
@@ -194,7 +202,7 @@ class MemoryIncidents:
 
     def _stored(self, incident_id: str) -> StoredIncident:
         outbox = json.loads(self.outboxes.get(incident_id, "[]"))
-        return StoredIncident(json.loads(self.records[incident_id]), tuple(outbox))
+        return StoredIncident(with_defaults(json.loads(self.records[incident_id])), tuple(outbox))
 
     def claimed_by(self, alert_id: str) -> str | None:
         with self._lock:
@@ -276,15 +284,15 @@ class MemoryIncidents:
     def incidents_opened(self, start: datetime, end: datetime) -> Iterator[dict[str, Any]]:
         low, high = iso(start), iso(end)
         with self._lock:
-            records = [json.loads(text) for text in self.records.values()]
+            records = [with_defaults(json.loads(text)) for text in self.records.values()]
         found = [r for r in records if low <= r["opened_at"] < high]
         yield from sorted(found, key=lambda r: (r["opened_at"], r["incident_id"]))
 
-    def acknowledge(self, incident_id: str, at: datetime) -> dict[str, Any]:
-        return transition(self, incident_id, lambda r: acknowledged(r, at))
+    def acknowledge(self, incident_id: str, at: datetime, by: str | None = None) -> dict[str, Any]:
+        return transition(self, incident_id, lambda r: acknowledged(r, at, by))
 
-    def resolve(self, incident_id: str, at: datetime) -> dict[str, Any]:
-        return transition(self, incident_id, lambda r: resolved(r, at))
+    def resolve(self, incident_id: str, at: datetime, by: str | None = None) -> dict[str, Any]:
+        return transition(self, incident_id, lambda r: resolved(r, at, by))
 
 
 class MemoryTeamOutbox:

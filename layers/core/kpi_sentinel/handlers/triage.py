@@ -3,7 +3,9 @@
 One handler serves two event sources:
 
 * **SupportTriageQueue** (SQS, raw SNS delivery: each body is one schema-v1 alert) -> :func:`triage_alert`
-  per record, with partial batch failures. A malformed alert (not JSON, a missing or bad field, a bad
+  per record, with partial batch failures. Warning and critical alerts open or update incidents; the
+  freshness check's ``info`` resolution of a ``missing_data`` outage resolves the incidents of its
+  alerts (a ``resolved`` message to each team); other info alerts are ignored. A malformed alert (not JSON, a missing or bad field, a bad
   integration id) is logged with its ``messageId`` and the field, counted in ``AlertsMalformed`` and
   reported as a batch item failure, so after the queue's retries it lands in SupportTriageDLQ; the rest
   of the batch succeeds.
@@ -14,7 +16,8 @@ Environment: ``INCIDENTS_TABLE``, ``TEAM_QUEUES`` (JSON object team -> queue URL
 rules needs one), ``ROUTING_RULES`` (optional ``s3://<bucket>/<key>`` or ``ssm:/<name>``; the packaged
 rules otherwise), ``ROUTING_RULES_CACHE_SECONDS`` (300), ``INCIDENT_WINDOW_MINUTES`` (360) and
 ``POWERTOOLS_*``. Metrics: ``IncidentsOpened``, ``IncidentsUpdated``, ``AlertsDeduplicated``,
-``Escalations``, ``SlaBreaches``, ``AlertsIgnored`` (info), ``AlertsMalformed``, ``IncidentMessagesSent``.
+``Escalations``, ``SlaBreaches``, ``AlertsIgnored`` (info), ``AlertsMalformed``, ``IncidentMessagesSent``,
+``ResolutionAlerts`` (resolutions that closed incidents) and ``IncidentsResolved`` (incidents they closed).
 """
 
 from __future__ import annotations
@@ -95,12 +98,17 @@ def record_outcome(outcome: TriageOutcome) -> None:
         "updated": "IncidentsUpdated",
         "duplicate": "AlertsDeduplicated",
         "ignored": "AlertsIgnored",
+        "resolved": "ResolutionAlerts",
     }[outcome.status]
     metrics.add_metric(name, MetricUnit.Count, 1)
     if outcome.escalation:
         metrics.add_metric("Escalations", MetricUnit.Count, 1)
+    if outcome.resolved_incidents:
+        metrics.add_metric("IncidentsResolved", MetricUnit.Count, len(outcome.resolved_incidents))
     metrics.add_metric("IncidentMessagesSent", MetricUnit.Count, outcome.messages_sent)
-    logger.info("alert triaged", extra=asdict(outcome))
+    logger.info(
+        "incidents resolved" if outcome.status == "resolved" else "alert triaged", extra=asdict(outcome)
+    )
 
 
 def handle_record(record: SQSRecord, rules: RoutingRules, runtime: TriageRuntime) -> TriageOutcome:

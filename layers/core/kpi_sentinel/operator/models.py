@@ -234,7 +234,20 @@ class Incident(BaseModel):
     severity: str
     opened_at: str
     acknowledged_at: str | None
+    acknowledged_by: str | None = Field(
+        None, description="Who acknowledged it (the caller's identity); null until then or when unknown."
+    )
     resolved_at: str | None
+    resolved_by: str | None = Field(
+        None,
+        description="Who resolved it: the caller's identity, or freshness-check when the integration's "
+        "data resumed; null until then or when unknown.",
+    )
+    resolution_reason: str | None = Field(
+        None,
+        description="operator (resolved through this API) or data_resumed (syncs resumed after a "
+        "missing_data outage); null until resolved or when unknown.",
+    )
     due_at: str
     summary: str
     count: int

@@ -399,13 +399,14 @@ def get_incident(ports: OperatorPorts, caller: Caller, incident_id: str) -> dict
 
 
 def acknowledge_incident(ports: OperatorPorts, caller: Caller, incident_id: str) -> dict[str, Any]:
-    """Acknowledge an open incident (it leaves the SLA check); idempotent; 409 once it is resolved."""
+    """Acknowledge an open incident (it leaves the SLA check), recording the caller as
+    ``acknowledged_by``; idempotent (who acknowledged first stays); 409 once it is resolved."""
     record = get_incident(ports, caller, incident_id)
     if record["status"] == "resolved":
         raise Conflict(f"incident {incident_id} is resolved; it can no longer be acknowledged")
     if record["status"] == "acknowledged":
         return record
-    updated = _transition(ports, incident_id, "acknowledge")
+    updated = _transition(ports, caller, incident_id, "acknowledge")
     if updated["status"] == "resolved":
         raise Conflict(f"incident {incident_id} was resolved meanwhile; it can no longer be acknowledged")
     _changed("incident.acknowledge", caller, incident_id=incident_id, integration_id=record["integration_id"])
@@ -413,22 +414,23 @@ def acknowledge_incident(ports: OperatorPorts, caller: Caller, incident_id: str)
 
 
 def resolve_incident(ports: OperatorPorts, caller: Caller, incident_id: str) -> dict[str, Any]:
-    """Resolve an incident for good (later alerts open a new one); idempotent."""
+    """Resolve an incident for good (later alerts open a new one), recording the caller as
+    ``resolved_by`` and ``resolution_reason`` ``operator``; idempotent (who resolved first stays)."""
     record = get_incident(ports, caller, incident_id)
     if record["status"] == "resolved":
         return record
-    updated = _transition(ports, incident_id, "resolve")
+    updated = _transition(ports, caller, incident_id, "resolve")
     _changed("incident.resolve", caller, incident_id=incident_id, integration_id=record["integration_id"])
     return updated
 
 
-def _transition(ports: OperatorPorts, incident_id: str, action: str) -> dict[str, Any]:
+def _transition(ports: OperatorPorts, caller: Caller, incident_id: str, action: str) -> dict[str, Any]:
     store = _incidents(ports)
     now = ports.clock()
     try:
         if action == "acknowledge":
-            return store.acknowledge(incident_id, now)
-        return store.resolve(incident_id, now)
+            return store.acknowledge(incident_id, now, by=caller.who)
+        return store.resolve(incident_id, now, by=caller.who)
     except IncidentNotFound:
         raise NotFound(f"no incident {incident_id!r}") from None
     except IncidentConflict as exc:

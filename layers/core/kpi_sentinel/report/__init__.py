@@ -18,7 +18,8 @@ Incidents come from support triage through :class:`kpi_sentinel.ports.IncidentRe
 ``incident_id, integration_id, family, team, priority ("P1".."P4"), sla_minutes, status
 ("open"|"acknowledged"|"resolved"), opened_at, last_seen_at, acknowledged_at, resolved_at, due_at``
 (ISO 8601 UTC, the last three possibly None), ``severity, count, alert_ids, dimensions, metrics,
-summary, first_summary, escalations, version``. Labels come from operators' feedback through
+summary, first_summary, escalations, version`` and ``acknowledged_by`` (who acknowledged it; None or
+absent when nobody did or it was not recorded). Labels come from operators' feedback through
 :class:`kpi_sentinel.ports.FeedbackReader`.
 
 This package's ``__init__`` imports nothing: the alert-recording path of the handler stays free of

@@ -187,13 +187,14 @@ def _incidents_table(incidents: Sequence[Incident]) -> str:
     rows = [
         [
             td(i.incident_id), td(i.team), td(i.priority), _severity_cell(i.severity), td(i.status),
-            td(when(i.opened_at)), td(when(i.due_at)), td(when(i.acknowledged_at)), td(when(i.resolved_at)),
-            td(i.sla_state.replace("_", " ")), td(i.count, "num"), td(i.summary),
+            td(when(i.opened_at)), td(when(i.due_at)), td(when(i.acknowledged_at)),
+            td(i.acknowledged_by or "–"), td(when(i.resolved_at)), td(i.sla_state.replace("_", " ")),
+            td(i.count, "num"), td(i.summary),
         ]
         for i in incidents
     ]  # fmt: skip
     columns = ("incident", "team", "priority", "severity", "status", "opened (UTC)", "due", "acknowledged",
-               "resolved", "SLA", "alerts", "summary")  # fmt: skip
+               "acknowledged by", "resolved", "SLA", "alerts", "summary")  # fmt: skip
     return _table(columns, rows)
 
 

@@ -201,6 +201,7 @@ class Incident:
     summary: str
     sla_breached_at: datetime | None  # the first escalation for a missed SLA
     sla_state: str
+    acknowledged_by: str | None = None  # who acknowledged it (None: nobody yet, or not recorded)
 
     @property
     def minutes_to_acknowledge(self) -> float | None:
@@ -270,6 +271,7 @@ class Incident:
             summary=str(raw.get("summary") or ""),
             sla_breached_at=breached,
             sla_state=_sla_state(sla_minutes, due, acknowledged, resolved, breached, as_of),
+            acknowledged_by=None if raw.get("acknowledged_by") is None else str(raw["acknowledged_by"]),
         )
 
 

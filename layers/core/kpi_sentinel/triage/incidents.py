@@ -28,6 +28,21 @@ severity (warning -> critical) is an *escalation*: recorded in ``escalations`` a
 that changes nothing important is saved but announces nothing. The SLA check escalates open incidents
 past due (:mod:`kpi_sentinel.triage.sla`).
 
+**Acknowledgement and resolution.** ``acknowledged_by``/``resolved_by`` say who acknowledged or
+resolved the incident (the operator API's caller, or ``freshness-check``), ``resolution_reason`` why
+it was resolved: ``operator`` (through the operator API) or ``data_resumed`` (see below). They are
+None until then; records stored before these fields existed load with None (:func:`with_defaults`).
+
+**Missing-data resolutions.** Info alerts are for the report and change no incident, except the
+freshness check's resolution of a ``missing_data`` outage: an ``info`` alert with ``resolves`` (the
+outage's first alert id) and ``resolved_alert_ids`` (all of its alerts). Every incident that claimed
+one of those alerts and is not resolved yet is resolved (by ``freshness-check``, reason
+``data_resumed``) and its team gets a ``resolved`` message, saved with the record in one write and
+then sent like any other. A redelivered resolution finds the incidents resolved: it changes nothing
+and only re-sends what their outboxes still hold. A resolution of alerts no incident claimed (a snooze
+or maintenance suppressed the warning, or the claims expired) is ignored with the reason. An incident
+an operator resolved earlier stays as it is.
+
 **Delivery.** The messages an update produces are saved on the incident (its outbox) in the same
 transaction as the incident and the alert's claim, then sent, then cleared. A redelivered alert that
 is already claimed re-sends whatever its incident's outbox still holds; the SLA check sweeps outboxes
@@ -42,7 +57,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -55,7 +70,7 @@ from kpi_sentinel.ports import (
     StoredIncident,
     TeamOutbox,
 )
-from kpi_sentinel.triage.messages import OPENED_REASON, build_message
+from kpi_sentinel.triage.messages import ADDED_FIELDS, DATA_RESUMED, OPENED_REASON, build_message
 from kpi_sentinel.triage.routing import (
     DETECTORS,
     PRIORITIES,
@@ -74,7 +89,12 @@ ALERT_IDS_KEPT: Final = 50  # the latest alert ids on the record; ``count`` has 
 DIMENSIONS_KEPT: Final = 200  # beyond this, ``dimensions_truncated`` is set (a DynamoDB item is ≤ 400 KB)
 TOTAL: Final = "total"
 STATUSES: Final = ("open", "acknowledged", "resolved")
-TRIAGED_SEVERITIES: Final = ("warning", "critical")  # info alerts are for reports only
+TRIAGED_SEVERITIES: Final = ("warning", "critical")  # info alerts are for reports (resolutions aside)
+RESOLUTION_REASONS: Final = ("operator", DATA_RESUMED)
+OPERATOR_RESOLUTION: Final = "operator"
+# Info alerts whose ``resolves``/``resolved_alert_ids`` close incidents: detector -> resolution reason.
+RESOLVING_DETECTORS: Final = {"missing_data": DATA_RESUMED}
+FRESHNESS_CHECK: Final = "freshness-check"  # who resolves incidents when data resumes
 DUE_SHARDS: Final = 4  # the Due index spreads open incidents over due#0 .. due#3
 OUTBOX_SHARD: Final = "outbox"  # ... and lists incidents with unsent messages under this key
 ALERT_ID: Final = re.compile(r"[a-z][a-z0-9_]*-[0-9a-f]{32}")
@@ -186,6 +206,32 @@ def validate_alert(raw: Any) -> dict[str, Any]:
     return alert
 
 
+def resolved_alert_ids(alert: Mapping[str, Any]) -> list[str]:
+    """The alert ids a resolution alert closes (``resolves`` first, then ``resolved_alert_ids``), each
+    once; empty for an alert that resolves nothing. Raises :class:`BadAlert` for malformed fields."""
+    alert_id = alert.get("alert_id")
+    found: list[str] = []
+    first = alert.get("resolves")
+    if first is not None:
+        if not isinstance(first, str) or not ALERT_ID.fullmatch(first):
+            raise BadAlert(
+                "resolves", f"must be an alert id (<detector>-<32 hex>), got {first!r:.80}", alert_id
+            )
+        found.append(first)
+    others = alert.get("resolved_alert_ids")
+    if others is not None:
+        if not isinstance(others, list):
+            raise BadAlert(
+                "resolved_alert_ids", f"must be a list of alert ids, got {type(others).__name__}", alert_id
+            )
+        for n, item in enumerate(others):
+            if not isinstance(item, str) or not ALERT_ID.fullmatch(item):
+                raise BadAlert(f"resolved_alert_ids[{n}]", f"must be an alert id, got {item!r:.80}", alert_id)
+            if item not in found:
+                found.append(item)
+    return found
+
+
 def alert_dimensions(alert: Mapping[str, Any]) -> list[str]:
     """``total`` or the alert's ``dimension=value``, plus its contributors' slices, ``total`` first.
 
@@ -232,6 +278,14 @@ def incident_id(integration_id: str, family: str, first_alert_id: str) -> str:
 # --- the record ----------------------------------------------------------------------------------------
 
 
+def with_defaults(record: dict[str, Any]) -> dict[str, Any]:
+    """The stored record with the fields added since version 1 first shipped set to None when missing
+    (``acknowledged_by``, ``resolved_by``, ``resolution_reason``): old records load as new ones."""
+    for name in ADDED_FIELDS:
+        record.setdefault(name, None)
+    return record
+
+
 def in_due_index(record: Mapping[str, Any]) -> bool:
     """Open, unacknowledged and its P1 SLA breach not yet announced: the SLA check watches it."""
     return record["status"] == "open" and not any(
@@ -272,7 +326,10 @@ def new_incident(
         "last_seen_at": at,
         "updated_at": at,
         "acknowledged_at": None,
+        "acknowledged_by": None,
         "resolved_at": None,
+        "resolved_by": None,
+        "resolution_reason": None,
         "due_at": iso(now + timedelta(minutes=route.sla_minutes)),
         "severity": alert["severity"],
         "count": 1,
@@ -394,22 +451,29 @@ def escalate_for_sla(
     return updated, build_message(updated, "escalated", reason, at, None)
 
 
-def acknowledged(record: Mapping[str, Any], at: datetime) -> dict[str, Any] | None:
-    """The incident acknowledged at ``at`` (it leaves the SLA check); None if it is not open."""
+def acknowledged(record: Mapping[str, Any], at: datetime, by: str | None = None) -> dict[str, Any] | None:
+    """The incident acknowledged at ``at`` by ``by`` (it leaves the SLA check); None if it is not open."""
     if record["status"] != "open":
         return None
-    updated = copy.deepcopy(dict(record))
-    updated.update(status="acknowledged", acknowledged_at=iso(at), updated_at=iso(at))
+    updated = with_defaults(copy.deepcopy(dict(record)))
+    updated.update(status="acknowledged", acknowledged_at=iso(at), acknowledged_by=by, updated_at=iso(at))
     updated["version"] += 1
     return updated
 
 
-def resolved(record: Mapping[str, Any], at: datetime) -> dict[str, Any] | None:
-    """The incident resolved at ``at`` (for good: later alerts open a new one); None if already so."""
+def resolved(
+    record: Mapping[str, Any], at: datetime, by: str | None = None, reason: str = OPERATOR_RESOLUTION
+) -> dict[str, Any] | None:
+    """The incident resolved at ``at`` by ``by`` for ``reason`` (``operator`` or ``data_resumed``), for
+    good: later alerts open a new one. None if it is resolved already (who resolved it first stays)."""
+    if reason not in RESOLUTION_REASONS:
+        raise ValueError(f"unknown resolution reason {reason!r} (one of {', '.join(RESOLUTION_REASONS)})")
     if record["status"] == "resolved":
         return None
-    updated = copy.deepcopy(dict(record))
-    updated.update(status="resolved", resolved_at=iso(at), updated_at=iso(at))
+    updated = with_defaults(copy.deepcopy(dict(record)))
+    updated.update(
+        status="resolved", resolved_at=iso(at), resolved_by=by, resolution_reason=reason, updated_at=iso(at)
+    )
     updated["version"] += 1
     return updated
 
@@ -473,7 +537,7 @@ class TriageSettings:
 @dataclass
 class TriageOutcome:
     alert_id: str
-    status: str  # opened | updated | duplicate | ignored
+    status: str  # opened | updated | duplicate | ignored | resolved
     incident_id: str | None = None
     team: str | None = None
     priority: str | None = None
@@ -482,6 +546,7 @@ class TriageOutcome:
     messages_sent: int = 0
     attempts: int = 0
     reason: str | None = None
+    resolved_incidents: list[str] = field(default_factory=list)  # by this alert (a resolution)
 
 
 def deliver(ports: TriagePorts, record: Mapping[str, Any], outbox: Sequence[Mapping[str, Any]]) -> int:
@@ -504,10 +569,16 @@ def triage_alert(
     alert = validate_alert(raw)
     alert_id = alert["alert_id"]
     if alert["severity"] not in TRIAGED_SEVERITIES:
+        closes = resolved_alert_ids(alert)
+        if closes and alert["detector"] in RESOLVING_DETECTORS:
+            return resolve_for_alert(alert, closes, ports, settings)
         log.info("info alert skipped", extra={"alert_id": alert_id})
-        return TriageOutcome(
-            alert_id, "ignored", severity=alert["severity"], reason="info alerts are for reports only"
+        reason = (
+            f"only resolutions of {', '.join(RESOLVING_DETECTORS)} alerts close incidents"
+            if closes
+            else "info alerts are for reports only"
         )
+        return TriageOutcome(alert_id, "ignored", severity=alert["severity"], reason=reason)
     route = rules.route(alert)
     family = rules.family_of(alert)
     for attempt in range(1, settings.max_attempts + 1):
@@ -569,4 +640,138 @@ def _duplicate(alert_id: str, owner: str, ports: TriagePorts, attempt: int) -> T
         severity=stored.record["severity"] if stored else None,
         messages_sent=sent,
         attempts=attempt,
+    )
+
+
+# --- resolutions ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Closed:
+    """What one resolution did to one incident."""
+
+    incident_id: str
+    result: str  # resolved | already | gone | foreign
+    record: dict[str, Any] | None = None
+    sent: int = 0
+    attempts: int = 1
+
+
+def _close(
+    incident_id_: str,
+    alert: Mapping[str, Any],
+    reason: str,
+    ports: TriagePorts,
+    settings: TriageSettings,
+) -> _Closed:
+    """Resolve one incident for ``alert`` and queue its ``resolved`` message (optimistic concurrency)."""
+    for attempt in range(1, settings.max_attempts + 1):
+        stored = ports.incidents.get(incident_id_)
+        if stored is None:
+            return _Closed(incident_id_, "gone", attempts=attempt)
+        if stored.record["integration_id"] != alert["integration_id"]:
+            return _Closed(incident_id_, "foreign", stored.record, attempts=attempt)
+        now = ports.clock()
+        updated = resolved(stored.record, now, by=FRESHNESS_CHECK, reason=reason)
+        if updated is None:  # resolved already (by this alert's first delivery, or an operator)
+            sent = deliver(ports, stored.record, list(stored.outbox))
+            return _Closed(incident_id_, "already", stored.record, sent, attempt)
+        outbox = [*stored.outbox, build_message(updated, "resolved", reason, iso(now), alert)]
+        try:
+            ports.incidents.save(updated, stored.version, outbox)
+        except IncidentConflict:
+            log.info("incident conflict, retrying", extra={"incident_id": incident_id_, "attempt": attempt})
+            time.sleep(min(settings.backoff_seconds * attempt, 0.5))
+            continue
+        return _Closed(incident_id_, "resolved", updated, deliver(ports, updated, outbox), attempt)
+    raise IncidentConflict(
+        f"alert {alert['alert_id']}: incident {incident_id_} kept changing; gave up after "
+        f"{settings.max_attempts} attempts (the message will be retried)"
+    )
+
+
+def resolve_for_alert(
+    alert: Mapping[str, Any], closes: Sequence[str], ports: TriagePorts, settings: TriageSettings
+) -> TriageOutcome:
+    """Resolve the incidents that claimed the alerts ``alert`` (an info resolution) closes.
+
+    Status ``resolved`` when it resolved at least one incident; ``duplicate`` when every incident it
+    names was resolved already by a resolution like it (a redelivery: nothing changes, only what their
+    outboxes still hold is sent); ``ignored`` (with the reason) when no incident claimed those alerts
+    or they were resolved otherwise (an operator).
+    """
+    alert_id = alert["alert_id"]
+    reason = RESOLVING_DETECTORS[alert["detector"]]
+    owners: list[str] = []
+    for closed_id in closes:
+        owner = ports.incidents.claimed_by(closed_id)
+        if owner is not None and owner not in owners:
+            owners.append(owner)
+    if not owners:
+        log.info("resolution of unclaimed alerts", extra={"alert_id": alert_id, "resolves": list(closes)})
+        return TriageOutcome(
+            alert_id,
+            "ignored",
+            severity=alert["severity"],
+            reason=(
+                f"no incident claimed the alert(s) it resolves ({', '.join(closes)}): nothing to close "
+                "(a snooze or maintenance suppressed them, or their claims expired)"
+            ),
+        )
+    done = [_close(owner, alert, reason, ports, settings) for owner in owners]
+    for item in done:
+        if item.result in ("gone", "foreign"):
+            log.warning(
+                "resolution skipped an incident",
+                extra={"alert_id": alert_id, "incident_id": item.incident_id, "why": item.result},
+            )
+    closed = [d for d in done if d.result == "resolved"]
+    sent = sum(d.sent for d in done)
+    attempts = max(d.attempts for d in done)
+    if closed:
+        first = closed[0].record
+        assert first is not None
+        log.info(
+            "incidents resolved: data resumed",
+            extra={"alert_id": alert_id, "incident_ids": [d.incident_id for d in closed]},
+        )
+        return TriageOutcome(
+            alert_id=alert_id,
+            status="resolved",
+            incident_id=first["incident_id"],
+            team=first["team"],
+            priority=first["priority"],
+            severity=first["severity"],
+            messages_sent=sent,
+            attempts=attempts,
+            reason=reason,
+            resolved_incidents=[d.incident_id for d in closed],
+        )
+    already = [d for d in done if d.result == "already" and d.record is not None]
+    if any(d.record.get("resolution_reason") == reason for d in already if d.record is not None):
+        first = already[0].record
+        assert first is not None
+        return TriageOutcome(
+            alert_id=alert_id,
+            status="duplicate",
+            incident_id=first["incident_id"],
+            team=first["team"],
+            priority=first["priority"],
+            severity=first["severity"],
+            messages_sent=sent,
+            attempts=attempts,
+        )
+    why = "; ".join(
+        f"incident {d.incident_id} "
+        + (
+            f"was resolved already (by {d.record.get('resolved_by') or 'unknown'})"
+            if d.result == "already" and d.record is not None
+            else "is gone (expired)"
+            if d.result == "gone"
+            else "belongs to another integration"
+        )
+        for d in done
+    )
+    return TriageOutcome(
+        alert_id, "ignored", severity=alert["severity"], messages_sent=sent, attempts=attempts, reason=why
     )

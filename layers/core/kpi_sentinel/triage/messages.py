@@ -1,15 +1,18 @@
 """Outbound incident messages (``schemas/incident-v1.json``) and the team -> queue mapping.
 
-A message goes to the owning team's queue when an incident opens and when it escalates (priority
-raised by a later alert or by the SLA check, severity raised, or the SLA breached at P1). Repeats that
-change nothing important send nothing. Every message carries a ``dedup_key`` that is the same each
-time the same event is sent again (a redelivered alert re-sends what its first delivery could not),
-so consumers deduplicate on it::
+A message goes to the owning team's queue when an incident opens (event ``opened``, reason ``new``),
+when it escalates (``escalated``: priority raised by a later alert or by the SLA check, severity
+raised, or the SLA breached at P1) and when the freshness check's resolution closes it because its
+integration's data resumed (``resolved``, reason ``data_resumed``; the ``alert`` is then the ``info``
+resolution alert). Repeats that change nothing important send nothing, and neither does a resolution
+through the operator API (the operator knows). Every message carries a ``dedup_key`` that is the same
+each time the same event is sent again (a redelivered alert re-sends what its first delivery could
+not), so consumers deduplicate on it::
 
     <incident_id>:<event>:<reason>:<priority>:<severity>
 
-Priorities only rise and severity only goes from warning to critical, so one incident never has two
-different events with one key.
+Priorities only rise, severity only goes from warning to critical and an incident is resolved once,
+so one incident never has two different events with one key.
 """
 
 from __future__ import annotations
@@ -22,15 +25,21 @@ from typing import Any, Final
 from kpi_sentinel.triage.routing import RoutingRules
 
 SCHEMA_VERSION: Final = "1"
-EVENTS: Final = ("opened", "escalated")
+EVENTS: Final = ("opened", "escalated", "resolved")
 OPENED_REASON: Final = "new"
 ESCALATION_REASONS: Final = ("priority", "severity", "sla", "sla_breached")
+DATA_RESUMED: Final = "data_resumed"  # the integration synced again after a missing_data outage
+RESOLVED_REASONS: Final = (DATA_RESUMED,)
+REASONS: Final = {"opened": (OPENED_REASON,), "escalated": ESCALATION_REASONS, "resolved": RESOLVED_REASONS}
 INCIDENT_FIELDS: Final = (
     "incident_id", "integration_id", "family", "team", "priority", "sla_minutes", "status", "opened_at",
-    "last_seen_at", "updated_at", "acknowledged_at", "resolved_at", "due_at", "severity", "count",
-    "alert_ids", "dimensions", "dimensions_truncated", "metrics", "summary", "first_summary",
-    "escalations", "first_period_start", "last_period_end", "tier", "segment", "routed_by", "version",
+    "last_seen_at", "updated_at", "acknowledged_at", "acknowledged_by", "resolved_at", "resolved_by",
+    "resolution_reason", "due_at", "severity", "count", "alert_ids", "dimensions", "dimensions_truncated",
+    "metrics", "summary", "first_summary", "escalations", "first_period_start", "last_period_end", "tier",
+    "segment", "routed_by", "version",
 )  # fmt: skip
+# Added after version 1 first shipped: records stored before may lack them (read as null).
+ADDED_FIELDS: Final = ("acknowledged_by", "resolved_by", "resolution_reason")
 ALERT_FIELDS: Final = (
     "alert_id", "detector", "metric", "dimension", "dimension_value", "severity", "summary", "period_start",
     "period_end",
@@ -60,11 +69,12 @@ def build_message(
 ) -> dict[str, Any]:
     """The message for ``event`` of the incident as ``record`` stands after the change.
 
-    ``alert`` is the alert that triggered it (None for the SLA check's escalations).
+    ``alert`` is the alert that triggered it (None for the SLA check's escalations). A field the record
+    lacks (one stored before the field existed) is sent as null.
     """
     if event not in EVENTS:
         raise ValueError(f"unknown incident event {event!r}")
-    if reason not in (OPENED_REASON if event == "opened" else ESCALATION_REASONS):
+    if reason not in REASONS[event]:
         raise ValueError(f"reason {reason!r} does not go with event {event!r}")
     return {
         "schema_version": SCHEMA_VERSION,
@@ -75,7 +85,10 @@ def build_message(
         "team": record["team"],
         "priority": record["priority"],
         "severity": record["severity"],
-        "incident": {name: copy.deepcopy(record[name]) for name in INCIDENT_FIELDS},
+        "incident": {
+            name: copy.deepcopy(record.get(name) if name in ADDED_FIELDS else record[name])
+            for name in INCIDENT_FIELDS
+        },
         "alert": alert_brief(alert) if alert is not None else None,
     }
 
