@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kpi_sentinel.config import GRANULARITIES, ConfigError
 from kpi_sentinel.operator.commands import add_operator_commands
+from kpi_sentinel.operator.local import DEFAULT_PRINCIPAL
 
 
 def _backtest(args: argparse.Namespace) -> int:
@@ -115,6 +116,27 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _integrations(text: str) -> list[str]:
+    from kpi_sentinel.parsing import INTEGRATION_ID
+
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    bad = [n for n in names if not INTEGRATION_ID.fullmatch(n)]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integration ids: {text!r}")
+    return names
+
+
+def _local_api(args: argparse.Namespace) -> int:
+    from kpi_sentinel.local.serve import ALL, PortUnavailable, serve_operator_api
+
+    integrations = args.integrations or [ALL]
+    try:
+        return serve_operator_api(port=args.port, principal=args.principal, integrations=integrations)
+    except PortUnavailable as exc:
+        print(f"kpi-sentinel local-api: {exc} (another --port, or 0 for any free one)", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kpi-sentinel", description="KPI anomaly detection and alert routing"
@@ -177,6 +199,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", type=Path, help="write the files to this folder instead of the bucket")
     report.set_defaults(run=_report)
+
+    local_api = commands.add_parser(
+        "local-api",
+        help="run the local moto stack and serve the operator API on 127.0.0.1 until Ctrl-C",
+        description="Starts the local stack from template.yaml, grants --principal a scope, serves the "
+        "operator API on http://127.0.0.1:PORT and prints how to use it (KPI_SENTINEL_API=<url> "
+        "kpi-sentinel snooze ...). Ctrl-C or SIGTERM stops it; nothing is kept.",
+    )
+    local_api.add_argument(
+        "--port", type=int, default=8787, help="port on 127.0.0.1 (default 8787; 0: any free one)"
+    )
+    local_api.add_argument(
+        "--principal",
+        default=DEFAULT_PRINCIPAL,
+        help=f"the caller the API takes every request for (default {DEFAULT_PRINCIPAL})",
+    )
+    scope = local_api.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--integrations", type=_integrations, metavar="A,B,...", help="scope the caller to these integrations"
+    )
+    scope.add_argument(
+        "--all", action="store_true", help="scope the caller to every integration, '*' (the default)"
+    )
+    local_api.set_defaults(run=_local_api)
 
     # snooze | label | calendar | override | incidents | whoami: the operator API over HTTP
     add_operator_commands(commands)

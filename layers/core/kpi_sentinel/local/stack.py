@@ -488,9 +488,10 @@ class LocalStack:
 
     @contextmanager
     def serve_api(
-        self, function_id: str = "OperatorApiFunction", principal: str | None = None
+        self, function_id: str = "OperatorApiFunction", principal: str | None = None, port: int = 0
     ) -> Iterator[Any]:
-        """Serve the function's HTTP API on ``http://127.0.0.1:<port>`` (``.url``) while the block runs.
+        """Serve the function's HTTP API on ``http://127.0.0.1:<port>`` (``.url``; ``port`` 0: a free
+        one) while the block runs.
 
         API Gateway's IAM authorizer is not run locally: every request arrives as if signed by
         ``principal`` (or by the principal a request names in its ``x-kpi-sentinel-principal`` header),
@@ -501,7 +502,7 @@ class LocalStack:
         handler = self.handler(function_id)
         context = lambda_context(function_id)
         with LocalOperatorApi(
-            lambda event: handler(event, context), principal=principal or DEFAULT_PRINCIPAL
+            lambda event: handler(event, context), port=port, principal=principal or DEFAULT_PRINCIPAL
         ) as api:
             yield api
 

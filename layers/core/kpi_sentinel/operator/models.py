@@ -5,6 +5,11 @@ it instead of being ignored. Texts are stripped and must not be empty or hold co
 times must carry a UTC offset and lie between 2000 and 2200. What needs more than one field or the
 clock (``until`` xor ``duration_minutes``, ``end`` after ``start``, a snooze in the future) is checked
 by :mod:`kpi_sentinel.operator.service`, which answers the same way (422, naming the field).
+
+Numbers are strict: ``true`` or ``"90"`` where a number is due is a 422, not 1 or 90. Floors and
+thresholds are bounded to what means something (and what DynamoDB can store: no number is kept
+below 1e-130 or above 1e126): a floor is 0 or between :data:`MIN_FLOOR` and :data:`MAX_FLOOR`, a
+threshold between :data:`MIN_THRESHOLD` and :data:`MAX_THRESHOLD` standard deviations.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 MAX_SNOOZE_MINUTES = 90 * 24 * 60  # a snooze lasts at most 90 days
-MAX_THRESHOLD = 100.0  # standard deviations
+MIN_THRESHOLD = 0.1  # standard deviations
+MAX_THRESHOLD = 100.0
+MIN_FLOOR = 1e-9  # a floor is 0 or at least this ...
+MAX_FLOOR = 1e15  # ... and at most this (in the metric's own unit)
 
 
 def _sane_time(value: datetime) -> datetime:
@@ -30,6 +38,12 @@ def _sane_time(value: datetime) -> datetime:
 def _finite(value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):
         raise ValueError("must be a finite number")
+    return value
+
+
+def _floor(value: float | None) -> float | None:
+    if value is not None and 0 < value < MIN_FLOOR:
+        raise ValueError(f"must be 0 or at least {MIN_FLOOR:g}")
     return value
 
 
@@ -64,7 +78,7 @@ class SnoozeRequest(_Request):
     )
     until: Moment | None = Field(None, description="End of the snooze: ISO 8601 with a UTC offset.")
     duration_minutes: int | None = Field(
-        None, ge=1, le=MAX_SNOOZE_MINUTES, description="Or: minutes from now."
+        None, ge=1, le=MAX_SNOOZE_MINUTES, strict=True, description="Or: minutes from now."
     )
     reason: Annotated[
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=_NO_CONTROL)
@@ -172,13 +186,21 @@ class OverrideRequest(_Request):
     """
 
     threshold: Annotated[float | None, AfterValidator(_finite)] = Field(
-        None, gt=0, le=MAX_THRESHOLD, description="Alert threshold in standard deviations."
+        None,
+        ge=MIN_THRESHOLD,
+        le=MAX_THRESHOLD,
+        strict=True,
+        description="Alert threshold in standard deviations.",
     )
     bad_direction: Direction | None = None
-    min_abs_change: Annotated[float | None, AfterValidator(_finite)] = Field(None, ge=0)
-    min_volume: Annotated[float | None, AfterValidator(_finite)] = Field(None, ge=0)
+    min_abs_change: Annotated[float | None, AfterValidator(_finite), AfterValidator(_floor)] = Field(
+        None, ge=0, le=MAX_FLOOR, strict=True, description=f"0, or from {MIN_FLOOR:g} to {MAX_FLOOR:g}."
+    )
+    min_volume: Annotated[float | None, AfterValidator(_finite), AfterValidator(_floor)] = Field(
+        None, ge=0, le=MAX_FLOOR, strict=True, description=f"0, or from {MIN_FLOOR:g} to {MAX_FLOOR:g}."
+    )
     reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] = ""
-    expected_version: int | None = Field(None, ge=0, le=2**53)
+    expected_version: int | None = Field(None, ge=0, le=2**53, strict=True)
 
 
 class Override(BaseModel):
