@@ -1,9 +1,10 @@
-"""Detector defaults that depend on the granularity: threshold and confirmation."""
+"""Detector defaults that depend on the granularity: threshold, confirmation, phase window, chart weight."""
 
 from __future__ import annotations
 
 import pytest
 from kpi_sentinel.config import ConfigError, IntegrationConfig
+from kpi_sentinel.scoring import seasonal_ewma
 
 
 @pytest.mark.parametrize(
@@ -34,3 +35,17 @@ def test_given_an_operator_threshold_and_confirmation_then_they_win() -> None:
 def test_given_an_invalid_value_then_the_error_names_the_field(field: str, value: float) -> None:
     with pytest.raises(ConfigError, match=f"field '{field}'"):
         IntegrationConfig.from_dict({"integration_id": "x", field: value})
+
+
+@pytest.mark.parametrize(
+    ("granularity", "phase_window", "chart_lambda"),
+    [("5min", 2, 0.1), ("hour", 1, 0.25), ("day", 0, 0.25)],
+)
+def test_given_a_granularity_then_the_production_detector_gets_its_phase_window_and_chart_weight(
+    granularity: str, phase_window: int, chart_lambda: float
+) -> None:
+    config = IntegrationConfig.from_dict({"integration_id": "x", "granularity": granularity})
+
+    detector = seasonal_ewma(config)
+
+    assert (detector.phase_window, detector.chart_lambda) == (phase_window, chart_lambda)

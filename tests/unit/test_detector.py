@@ -432,3 +432,66 @@ def test_given_clean_traffic_then_the_slow_chart_stays_quiet() -> None:
     sustained = np.array([r.sustained[0] for r in results[14 * DAY :] if r.sustained is not None])
 
     assert np.mean(np.abs(sustained) > 3) < 0.01
+
+
+# --- the phase window ----------------------------------------------------------------------------------------
+
+
+def test_given_a_phase_window_then_the_expectation_averages_the_neighbouring_phases_hand_computed() -> None:
+    d = SeasonalEWMA(
+        season_length=4, alpha=0.5, seasonal_smoothing=0.5, transform="identity", warmup=1, phase_window=1
+    ).resize(1)
+    for t, y in enumerate([10.0, 20.0, 30.0, 40.0]):  # season 1 seeds the phases
+        _one(d, t, y)
+
+    # Phase 0 wraps around: its neighbours are phases 3 and 1 -> (40 + 10 + 20) / 3.
+    first = _one(d, 4, 26.0)
+    assert first.expected[0] == pytest.approx(70 / 3)
+    # Phase 0 learns towards the neighbourhood's average plus the residual (26, learned in full: not
+    # ready before its first update, so nothing is clipped): 10 + 0.5 * (26 - 10).
+    assert d.baseline_[0, 0] == pytest.approx(18.0)
+    assert d.mean_[0] == pytest.approx(26 - 70 / 3)  # the first update is a plain average
+
+    # Phase 1: (18 + 20 + 30) / 3 plus the level.
+    second = _one(d, 5, 30.0)
+    assert second.expected[0] == pytest.approx(68 / 3 + (26 - 70 / 3))
+
+
+def test_given_a_phase_window_then_a_phase_never_seen_is_still_not_scored() -> None:
+    d = SeasonalEWMA(season_length=5, warmup=0, transform="identity", phase_window=1).resize(1)
+    _one(d, 0, 10.0)
+    _one(d, 1, 20.0)  # phases 2 to 4 not seen in the first season
+
+    assert math.isnan(_one(d, 7, 50.0).score[0])  # phase 2 itself unseen, though its neighbour 1 was
+    result = _one(d, 11, 16.0)  # phase 1: neighbours 0 (10), 1 (20) and 2 (50, seeded at t=7)
+    assert result.expected[0] == pytest.approx((10 + 20 + 50) / 3)
+
+
+def test_given_a_phase_window_then_unseen_neighbours_are_left_out_of_the_average() -> None:
+    d = SeasonalEWMA(season_length=5, warmup=0, transform="identity", phase_window=1).resize(1)
+    _one(d, 0, 10.0)
+    _one(d, 1, 20.0)
+
+    assert _one(d, 5, 12.0).expected[0] == pytest.approx(15.0)  # phase 0: phase 4 unseen, (10 + 20) / 2
+
+
+@pytest.mark.parametrize("seed", [11, 13])
+def test_given_small_counts_with_a_smooth_profile_then_a_phase_window_learns_less_noise(seed: int) -> None:
+    # About 2 events per 5 minutes: one phase's baseline is a few days of 0s, 1s, 2s and 3s, and its
+    # noise adds to the residual's; the neighbours' average has less of it.
+    periods = 288
+    t = np.arange(periods * 12)
+    rate = 3.0 * (0.5 + 0.5 * np.sin(2 * np.pi * (t % periods) / periods) ** 2)
+    counts = np.random.default_rng(seed).poisson(rate).astype(np.float64)
+    variance = {}
+    for window in (0, 2):
+        d = SeasonalEWMA(season_length=periods, phase_window=window).resize(1)
+        _run(d, counts)
+        variance[window] = float(d.var_[0])
+
+    assert variance[2] < 0.9 * variance[0]
+
+
+def test_given_a_negative_phase_window_then_the_detector_refuses_it() -> None:
+    with pytest.raises(ValueError, match="phase_window"):
+        SeasonalEWMA(season_length=7, phase_window=-1)

@@ -25,12 +25,11 @@ from typing import Any
 from kpi_sentinel.alert_ids import SCHEMA_VERSION as SCHEMA_VERSION
 from kpi_sentinel.alert_ids import alert_id as alert_id
 from kpi_sentinel.alert_ids import snooze_matches as snooze_matches
-from kpi_sentinel.config import IntegrationConfig, MetricSpec, RateSpec, RatioSpec
+from kpi_sentinel.config import SUSTAINED_MIN_SCORE, IntegrationConfig, MetricSpec, RateSpec, RatioSpec
 from kpi_sentinel.scoring import ScoredPoint, Series, period_start
 
 CRITICAL_CHANGE = 0.30
 INSTANT_FACTOR = 2.0  # a metric's total this many thresholds out needs no confirmation
-SUSTAINED_MIN_SCORE = 1.0  # a sustained break alerts on periods that are themselves this far out
 TOP_CONTRIBUTORS = 5
 _DISPLAY = {"ngr": "NGR", "ggr": "GGR", "ftds": "FTDs", "ftd": "FTD", "ctr": "CTR"}
 

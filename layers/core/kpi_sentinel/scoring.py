@@ -29,7 +29,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from kpi_sentinel.config import MAX_SLICES_PER_DIMENSION, OTHER_SLICE, IntegrationConfig, RateSpec, RatioSpec
+from kpi_sentinel.config import (
+    DEFAULT_CHART_LAMBDA,
+    DEFAULT_PHASE_WINDOW,
+    MAX_SLICES_PER_DIMENSION,
+    OTHER_SLICE,
+    IntegrationConfig,
+    RateSpec,
+    RatioSpec,
+)
 from kpi_sentinel.detectors import Detector
 from kpi_sentinel.detectors.ewma import FloatArray, SeasonalEWMA
 from kpi_sentinel.parsing import ValidRow
@@ -167,12 +175,20 @@ DetectorFactory = Callable[[IntegrationConfig], Detector]
 
 
 def seasonal_ewma(config: IntegrationConfig) -> SeasonalEWMA:
-    """The production detector, configured from the integration's config."""
+    """The production detector, configured from the integration's config.
+
+    Its phase window and slow-chart weight are the granularity's defaults (``DEFAULT_PHASE_WINDOW``,
+    ``DEFAULT_CHART_LAMBDA`` in :mod:`kpi_sentinel.config`): hyperparameters, not state, so a stored
+    state loads with them whatever they were when it was written.
+    """
+    granularity = config.granularity_seconds or 3600
     return SeasonalEWMA(
         season_length=config.season,
         alpha=config.alpha,
         threshold=config.alert_threshold,
         warmup=config.warmup,
+        phase_window=DEFAULT_PHASE_WINDOW.get(granularity, 0),
+        chart_lambda=DEFAULT_CHART_LAMBDA.get(granularity, 0.25),
     )
 
 

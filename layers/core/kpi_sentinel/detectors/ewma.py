@@ -9,7 +9,12 @@ below with a binomial floor (see ``step``):
 
 * ``baseline_[p, s]`` — the smoothed value of series *s* at seasonal phase *p* (phase-major, so
   one period's phase is a contiguous row), learned from the
-  observations one, two, ... seasons ago (updated with ``seasonal_smoothing`` once per season);
+  observations one, two, ... seasons ago (updated with ``seasonal_smoothing`` once per season).
+  With a ``phase_window`` of *h* the expectation uses the average of the phases ``p - h .. p + h``
+  (the season wraps around) instead of phase *p*'s alone, and phase *p* learns towards that average
+  plus the cleaned residual: a seasonal profile is smooth at fine granularity, and one phase learned
+  from a few seasons of low counts is mostly noise (5-minute data: 288 phases a day, a handful of
+  events each), which the neighbours average out;
 * ``mean_[s]`` — EWMA (``alpha``) of the seasonal residual ``y - baseline``: it carries trend and
   level changes that happened since the phase was last seen;
 * ``var_[s]`` — EWMA of the squared deviations of that residual.
@@ -23,8 +28,9 @@ of it, which would count a level shift twice one season later).
 
 The *slow chart* (``sustained`` in :class:`StepResult`) catches what the fast level absorbs: the
 residual against the baseline and a slow level (``slow_alpha``, default ``alpha / 25``), smoothed over
-a few periods (``chart_lambda``) and divided by its own running spread: slow drifts, and sustained
-moderate breaks that no single period shows.
+a few periods (``chart_lambda``: an EWMA of weight λ averages about 2/λ - 1 periods, 7 at the default
+0.25) and divided by its own running spread: slow drifts, and sustained moderate breaks that no single
+period shows. A smaller λ averages longer: fewer, surer sustained alerts, later.
 
 Sign convention: ``score_ > 0`` means above the expectation, ``< 0`` below.
 """
@@ -97,6 +103,7 @@ class SeasonalEWMA:
         adapt_after: int | None = None,
         slow_alpha: float | None = None,
         chart_lambda: float = 0.25,
+        phase_window: int = 0,
     ) -> None:
         if season_length < 1:
             raise ValueError(f"season_length must be at least 1, got {season_length}")
@@ -106,6 +113,8 @@ class SeasonalEWMA:
             raise ValueError(f"seasonal_smoothing must be in (0, 1], got {seasonal_smoothing}")
         if threshold <= 0:
             raise ValueError(f"threshold must be positive, got {threshold}")
+        if phase_window < 0:
+            raise ValueError(f"phase_window must be at least 0, got {phase_window}")
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
         self.season_length = season_length
@@ -119,6 +128,7 @@ class SeasonalEWMA:
         self.adapt_after = adapt_after
         self.slow_alpha = slow_alpha
         self.chart_lambda = chart_lambda
+        self.phase_window = phase_window
         self.resize(0)
 
     @property
@@ -189,6 +199,21 @@ class SeasonalEWMA:
         self.cvar_ = self.cvar_[keep]
         return self
 
+    def _smoothed_baseline(self, phase: int, raw: FloatArray) -> FloatArray:
+        """The baseline the expectation uses at ``phase`` (``raw`` is the phase's own row).
+
+        The average of the seen phases within ``phase_window`` of ``phase`` (circularly: the season
+        wraps), NaN where the phase itself was never seen; ``raw`` itself without a window.
+        """
+        h = min(self.phase_window, (self.season_length - 1) // 2)
+        if h <= 0:
+            return raw
+        rows = self.baseline_[(phase + np.arange(-h, h + 1)) % self.season_length]
+        seen = rows == rows  # NaN != NaN
+        total = np.where(seen, rows, 0.0).sum(axis=0)
+        count = np.maximum(seen.sum(axis=0), 1)
+        return np.where(raw == raw, total / count, np.nan)
+
     def step(
         self,
         period_index: int,
@@ -215,7 +240,8 @@ class SeasonalEWMA:
         observed = (values == values) & (self.last_index_ < period_index)  # NaN != NaN
         x = np.where(observed, values, 0.0)
         y = np.where(identity, x, ssqrt(x))
-        base = self.baseline_[phase].copy()
+        raw_base = self.baseline_[phase].copy()
+        base = self._smoothed_baseline(phase, raw_base)
         seeded = observed & (base == base)
 
         variance = np.maximum(self.var_, self.sd_floor**2)
@@ -251,7 +277,9 @@ class SeasonalEWMA:
         taught = np.where(shifted, deviation, clipped)  # the variance only ever learns the clipped one
         # The phase's baseline moves towards the cleaned observation; the level correction stays in mean_.
         absorbed = np.where(seeded, self.seasonal_smoothing * (self.mean_ + taught), 0.0)
-        cleaned = np.where(seeded, base + absorbed, y)
+        # The phase's own baseline moves towards the cleaned observation ``base + mean_ + taught`` (with a
+        # phase window, ``base`` is the neighbourhood's average, so the phase also moves towards it).
+        cleaned = np.where(seeded, raw_base + self.seasonal_smoothing * (base - raw_base) + absorbed, y)
         start = 1.0 / (self.count_ + 1.0)  # the first updates are plain running averages
         rate = np.where(seeded, np.maximum(self.alpha, start), 0.0)
         var_alpha = self.alpha if self.variance_alpha is None else self.variance_alpha
@@ -272,7 +300,7 @@ class SeasonalEWMA:
         )
         self.chart_ = np.where(seeded, np.where(shifted, 0.0, chart), self.chart_)
         self.count_ += seeded
-        self.baseline_[phase] = np.where(observed, cleaned, base)
+        self.baseline_[phase] = np.where(observed, cleaned, raw_base)
         self.last_index_[observed] = period_index
 
         stacked = np.stack([center, center - band, center + band])
