@@ -238,6 +238,7 @@ def history_row(
         "status": status,
         "alert_severity": "",
         "sync_key": f"syncs/{integration_id}/{hour}.csv",
+        "sustained": "",
         **extra,
     }
     return [values[c] for c in HISTORY_COLUMNS]

@@ -36,7 +36,7 @@ def _object(rows: list[list[str]]) -> bytes:
 def _row(moment: datetime, metric: str, value: float, dimension: str = "", severity: str = "") -> list[str]:
     start = moment.isoformat()
     values = [start, IID, metric, dimension, "x" if dimension else "", f"{value}", f"{value * 0.9}"]
-    return [*values, "", "", "1.0", "scored", severity, "syncs/k.csv"]
+    return [*values, "", "", "1.0", "scored", severity, "syncs/k.csv", ""]
 
 
 def _world(days: int) -> tuple[ForestPorts, MemoryObjects]:

@@ -77,6 +77,7 @@ class Row:
             "status": self.status,
             "alert_severity": self.severity,
             "sync_key": "syncs/acme-ads/2026/09/01/00.csv",
+            "sustained": "",
         }
         return [by_name[name] for name in HISTORY_COLUMNS]
 
@@ -158,7 +159,7 @@ def test_given_a_row_with_the_wrong_field_count_when_read_then_history_error_nam
         read_history([(KEY, _gzip_csv(HISTORY_COLUMNS, rows))])
 
     assert str(raised.value).startswith(KEY)
-    assert "row 4 has 12 fields" in str(raised.value)
+    assert "row 4 has 13 fields" in str(raised.value)
 
 
 @pytest.mark.parametrize("missing", ["period_start", "metric", "dimension", "observed", "expected", "status"])

@@ -249,7 +249,7 @@ def test_given_unreadable_objects_when_built_then_they_are_reported_and_the_rest
         for s, r in reasons
     )
     assert any(
-        s.endswith("zz.csv.gz") and r.startswith("row 3 has 2 fields, the header 13") for s, r in reasons
+        s.endswith("zz.csv.gz") and r.startswith("row 3 has 2 fields, the header 14") for s, r in reasons
     )
     assert any(
         s.endswith("c1.jsonl.gz") and "unknown suppression cause 'operator whim'" in r for s, r in reasons

@@ -62,38 +62,37 @@ class World:
     def ports(self) -> TuningPorts:
         return TuningPorts(self.state, self.store, self.objects, lambda: self.now)
 
-    def history(self, metric: str, scores: dict[int, float], labels: dict[int, str] | None = None) -> None:
-        """History objects (as the scorer writes them, one per day) of ``metric``'s total over the window:
-        ``scores`` by hour index (others get small scores), ``labels`` by hour index (alerted periods)."""
+    def history(
+        self,
+        metric: str,
+        scores: dict[int, float],
+        labels: dict[int, str] | None = None,
+        on_slice: bool = False,
+        slice_values: tuple[str, str] = ("10", "10"),
+    ) -> None:
+        """History objects (as the scorer writes them, one per day) of ``metric`` over the window:
+        ``scores`` by hour index (others get small scores), ``labels`` by hour index (alerted periods),
+        on the metric's total, or with ``on_slice`` on its slice source=email (observed and expected
+        ``slice_values``; the other series then scores 9.9 throughout, past every threshold)."""
         labels = labels or {}
         by_day: dict[str, list[list[str]]] = defaultdict(list)
         for n in range(28 * 24):
             start = _period(n)
             score = scores.get(n, round(2.4 * math.sin(n * 1.3), 3))  # |score| < 2.5: never alerts
             severity = "warning" if n in labels else ""
+            labelled = [str(score), "scored", severity]
+            other = ["9.9", "scored", "warning"]
+            total, part = (other, labelled) if on_slice else (labelled, other)
             by_day[start[:10]].append(
-                [start, IID, metric, "", "", "100", "100", "90", "110", str(score), "scored", severity, "k"]
+                [start, IID, metric, "", "", "100", "100", "90", "110", *total, "k", ""]
             )
-            # A slice row (ignored: tuning judges the metric's total).
+            observed, expected = slice_values
             by_day[start[:10]].append(
-                [
-                    start,
-                    IID,
-                    metric,
-                    "source",
-                    "email",
-                    "10",
-                    "10",
-                    "9",
-                    "11",
-                    "9.9",
-                    "scored",
-                    "warning",
-                    "k",
-                ]
+                [start, IID, metric, "source", "email", observed, expected, "9", "11", *part, "k", ""]
             )
             if n in labels:
-                self.store.put_label(IID, alert_id(IID, "ewma", metric, "", "", start), labels[n])
+                dimension, value = ("source", "email") if on_slice else ("", "")
+                self.store.put_label(IID, alert_id(IID, "ewma", metric, dimension, value, start), labels[n])
         for day, rows in by_day.items():
             text = io.StringIO()
             writer = csv.writer(text, lineterminator="\n")
@@ -111,7 +110,9 @@ class World:
         return record
 
 
-def _labelled_fixture(world: World, metric: str = "ngr") -> None:
+def _labelled_fixture(
+    world: World, metric: str = "ngr", on_slice: bool = False, slice_values: tuple[str, str] = ("10", "10")
+) -> None:
     scores: dict[int, float] = {}
     labels: dict[int, str] = {}
     hour = 30
@@ -120,7 +121,7 @@ def _labelled_fixture(world: World, metric: str = "ngr") -> None:
             scores[hour], labels[hour] = value, label
             hour += 37
     scores[600] = 4.6  # past the current threshold but never labelled: operators label a sample
-    world.history(metric, scores, labels)
+    world.history(metric, scores, labels, on_slice, slice_values)
 
 
 # --- the labelled fixture -------------------------------------------------------------------------------
@@ -287,16 +288,55 @@ def test_given_a_config_threshold_for_the_integration_when_tuned_then_it_is_wher
     assert world.store.tuned[(IID, "ngr")].previous == 3.55
 
 
-def test_given_labels_of_other_detectors_slices_and_old_periods_when_tuned_then_they_are_not_used() -> None:
+def test_given_labels_of_other_detectors_and_old_periods_when_tuned_then_they_are_not_used() -> None:
     world = World()
     _labelled_fixture(world)
     world.store.put_label(IID, "isolation_forest-" + "a" * 32, "false_positive")  # another detector
-    world.store.put_label(IID, alert_id(IID, "ewma", "ngr", "source", "email", _period(30)), "true_positive")
+    world.store.put_label(
+        IID, alert_id(IID, "ewma", "ngr", "source", "nowhere", _period(30)), "true_positive"
+    )
     world.store.put_label(IID, alert_id(IID, "ewma", "ngr", "", "", _period(-48)), "true_positive")  # too old
     world.run()
     record = world.record()
     assert (record["labels"], record["labels_matched"], record["labels_unmatched"]) == (10, 8, 2)
     assert world.store.tuned[(IID, "ngr")].threshold == 3.7
+
+
+def test_given_the_labels_on_a_slice_when_tuned_then_they_tune_the_metrics_threshold_as_on_its_total() -> (
+    None
+):
+    """A slice alert is judged against its metric's threshold: the hand-worked fixture on the slice
+    source=email gives the same threshold."""
+    world = World()
+    _labelled_fixture(world, on_slice=True)
+    world.run()
+    record = world.record()
+    assert (record["labels_matched"], record["labels_unmatched"]) == (8, 0)
+    assert world.store.tuned[(IID, "ngr")].threshold == 3.7
+
+
+def test_given_unlabelled_periods_below_the_floors_when_lowering_then_they_do_not_count_as_added_alerts() -> (
+    None
+):
+    """Lowering to 2.5 would add the unlabelled slice periods scoring 2.6; with their change (3 vs 10
+    expected) under the metric's min_abs_change they could never alert, so they cost nothing."""
+    world = World()
+    scores = {30: 4.0, 67: -5.0, 104: 6.0, 141: 2.55, 178: 4.2}
+    labels = {30: "false_positive", 67: "true_positive", 104: "true_positive", 141: "true_positive"}
+    scores.update({n: 2.6 for n in range(200, 260)})  # unlabelled, just past 2.5
+    labels[178] = "true_positive"
+    world.history("ngr", scores, labels, on_slice=True, slice_values=("7", "10"))
+    world.run()
+    [metric] = world.record()["metrics"]
+    # Without a config there are no floors: every unlabelled period counts, and lowering costs too much.
+    assert (metric["status"], metric["unlabelled_periods"]) == ("unchanged", 2 * 28 * 24 - 5)
+    world = World()
+    world.history("ngr", scores, labels, on_slice=True, slice_values=("7", "10"))
+    world.store.configs[IID] = {"metrics": [{"name": "ngr", "min_abs_change": 5}]}
+    world.run()
+    [metric] = world.record()["metrics"]
+    assert metric["unlabelled_periods"] == 0
+    assert world.store.tuned[(IID, "ngr")].threshold == 2.55
 
 
 def test_given_bounds_that_exclude_the_needed_threshold_when_tuned_then_the_bound_holds_and_nothing_changes() -> (
@@ -399,3 +439,50 @@ def test_the_chosen_threshold_respects_bounds_floor_and_recall_and_a_rerun_keeps
     caught = [i.strength for i in labelled if i.positive and i.strength >= current]
     assert not caught or choice.threshold <= min(caught)
     assert not choose(choice.threshold, labelled, unlabelled, bounds, floor).changed
+
+
+def test_given_false_alarms_of_the_slow_chart_when_tuned_then_they_count_at_their_chart_score() -> None:
+    """A period that alerted through the slow chart (|score| 1.8, sustained 2.7) fires at 2.5, not at
+    2.8: the nearest threshold reaching precision 0.5 is 2.8, between the chart scores 2.7 and 2.9."""
+    world = World()
+    world.store.configs[IID] = {"threshold": 2.5}
+    true_scores = {30: 4.5, 67: -5.0, 104: 6.0}
+    false_charts = {141: 3.2, 178: 2.9, 215: 3.1, 252: 2.7}
+    rows: dict[int, tuple[float, float]] = {n: (s, s) for n, s in true_scores.items()}
+    rows.update({n: (1.8, c) for n, c in false_charts.items()})
+    labels = {n: "true_positive" for n in true_scores} | {n: "false_positive" for n in false_charts}
+    by_day: dict[str, list[list[str]]] = defaultdict(list)
+    for n in range(28 * 24):
+        start = _period(n)
+        score, chart = rows.get(n, (round(2.4 * math.sin(n * 1.3), 3), 0.0))
+        severity = "warning" if n in labels else ""
+        row = [start, IID, "ngr", "", "", "100", "130", "90", "110", str(score), "scored", severity, "k"]
+        by_day[start[:10]].append([*row, str(chart)])
+        if n in labels:
+            world.store.put_label(IID, alert_id(IID, "ewma", "ngr", "", "", start), labels[n])
+    for day, day_rows in by_day.items():
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(HISTORY_COLUMNS)
+        writer.writerows(day_rows)
+        key = f"history/integration={IID}/date={day}/ngr.csv.gz"
+        world.objects.put(DATA, key, gzip.compress(text.getvalue().encode()), "application/gzip")
+    world.run()
+    [metric] = world.record()["metrics"]
+    # At 2.5 all seven fire (precision 3/7): judged by |score| alone, the false ones (1.8) would not.
+    assert metric["before"]["false_positives"] == 4
+    assert metric["status"] == "tuned"
+    assert world.store.tuned[(IID, "ngr")].threshold == 2.8
+    assert metric["after"]["precision"] == 0.5
+
+
+def test_given_history_written_before_the_sustained_column_when_tuned_then_it_reads_as_scores_alone() -> None:
+    world = World()
+    _labelled_fixture(world)
+    for key in world.objects.list(DATA, "history/"):
+        text = gzip.decompress(world.objects.get(DATA, key)).decode()
+        old = "\n".join(line.rsplit(",", 1)[0] for line in text.splitlines()) + "\n"
+        world.objects.put(DATA, key, gzip.compress(old.encode()), "application/gzip")
+    world.run()
+    assert world.record()["history_problems"] == []
+    assert world.store.tuned[(IID, "ngr")].threshold == 3.7

@@ -13,14 +13,14 @@ data, not an injected incident: every source's clicks x2 for 6 hours on one week
 scored but not learned, and their alerts are suppressed by the calendar (the summary and the report's
 suppressed counts say so).
 
-``initech-support``'s last 4 hours of syncs are held back. ``last_sync_at``, on which the freshness
-check measures a silence, is when a sync *commits* (the real clock), and the replay commits 60 days in
-minutes, so the demo fires the real ``freshness_check`` schedule at the moment the integration's
-silence reaches its cadence + grace, counted from its last commit; the other integrations committed
-their last syncs at least a second later and are still on time. The ``missing_data`` alert goes
-to support triage (on that clock) and to ``kpi_report`` like any alert (recorded under that real
-date, so outside the reports of the data's days); then the held-back syncs arrive and the next run
-publishes the resolution (its "resumed after" is measured between commits, so it is seconds).
+The scorer runs on the data's clock, as it would have run live: each sync commits
+:data:`SYNC_LAG` after its period ends (the moment ``last_sync_at``, on which the freshness check
+measures a silence, is stamped). ``initech-support``'s last 4 hours of syncs are held back: when the
+data's clock reaches the integration's cadence + grace past its last commit, the demo fires the real
+``freshness_check`` schedule, whose ``missing_data`` alert goes to support triage (an incident for the
+integrations team) and to ``kpi_report`` (in the reports of that day). The held-back syncs arrive
+:data:`BACKLOG_LAG` after the data ends; the next check publishes the resolution, and support triage
+resolves the outage's incident.
 
 After the backfill the runner fires the nightly retrain schedule for the night after the data ends:
 the real ``retrain_planner`` enqueues one job per active integration and the real
@@ -104,6 +104,17 @@ class Campaign:
         return self.start <= moment < self.end
 
 
+def onboarding_config(sync: Any, threshold: float) -> dict[str, Any]:
+    """The explicit config an integration is onboarded with: what the scorer infers from its first
+    sync, with an integration-wide ``threshold`` (which tuning may change, unlike a metric's own)."""
+    from kpi_sentinel.config import infer_config
+    from kpi_sentinel.parsing import parse_sync_key, read_table
+
+    table = read_table(sync.body, parse_sync_key(sync.key), 50 * 1024 * 1024)
+    inferred = infer_config(sync.integration_id, table.columns, table.sample())
+    return {**inferred.to_dict(), "inferred": False, "threshold": threshold}
+
+
 def demo_campaign(dataset: DemoDataset) -> Campaign:
     """Wednesday 2026-10-07 12:00-18:00 UTC for the 60-day demo: 36 days in, clear of the incidents."""
     days = (dataset.end - dataset.start).days
@@ -130,6 +141,11 @@ def with_campaign(files: Sequence[SyncFile], campaign: Campaign) -> list[SyncFil
 
 
 HELD_BACK = (INITECH, 4)  # this integration's last 4 hours of syncs arrive late, after an outage
+# Onboarded with a sensitive integration-wide threshold (its team asked to see every move): its false
+# alarms, labelled by the operator, are what the nightly threshold tuning learns from.
+SENSITIVE = (INITECH, 2.5)
+SYNC_LAG = timedelta(minutes=5)  # a sync commits this long after its period ends
+BACKLOG_LAG = timedelta(minutes=10)  # the held-back syncs arrive this long after the data ends
 
 
 class ApiFeedback:
@@ -217,6 +233,29 @@ def caught(incident: Incident, alerts: Sequence[Mapping[str, Any]]) -> Mapping[s
     return None
 
 
+class DataClockScorer:
+    """The real ``ewma_scorer`` handler with its clock at the replayed data's time (see the module doc)."""
+
+    def __init__(self, stack: Any) -> None:
+        from kpi_sentinel.handlers import scorer
+
+        self.stack, self.scorer = stack, scorer
+        self.now = datetime(1970, 1, 1, tzinfo=UTC)
+        stack.handler(SCORER)  # the function's environment, as the runner gives it
+        ports, self.settings = scorer._aws_ports()
+        self.ports = replace(ports, clock=lambda: self.now)
+
+    def commit(self, at: datetime) -> None:
+        """Deliver every sync waiting on the ingest queue, committing them at ``at``."""
+        self.now = at
+        self.stack.handler(SCORER)
+        self.stack.drain(
+            SCORER,
+            handler=lambda event, context: self.scorer.handle(event, context, self.ports, self.settings),
+        )
+        self.scorer.metrics.clear_metrics()  # disabled metrics are never flushed, only piled up
+
+
 class DemoTriage:
     """support_triage on the replayed data's clock, with an operator acknowledging some teams' incidents."""
 
@@ -259,7 +298,7 @@ class DemoTriage:
                         f"incident {outcome.incident_id} was reported opened but is not stored"
                     )
                 opened_at = datetime.fromisoformat(str(stored.record["opened_at"]))
-                self.store.acknowledge(outcome.incident_id, opened_at + delay)
+                self.store.acknowledge(outcome.incident_id, opened_at + delay, by=OPERATOR)
                 self.acknowledged += 1
         self.opened.clear()
         if sla:
@@ -274,13 +313,14 @@ def label_alerts(
 ) -> Counter[str]:
     """The operator labels what support saw: an alert inside an injected incident's window (same
     integration) is a true positive, any other warning or critical alert a false one (the generator
-    injected nothing else). The report's precision comes from these labels."""
+    injected nothing else), and a ``missing_data`` alert is true (the demo held the syncs back). The
+    report's precision comes from these labels."""
     labels: Counter[str] = Counter()
     for alert in alerts:
         if alert["severity"] == "info":
             continue
         start = datetime.fromisoformat(alert["period_start"])
-        inside = any(
+        inside = alert["detector"] == "missing_data" or any(
             i.integration_id == alert["integration_id"] and i.start <= start <= i.end for i in incidents
         )
         label = "true_positive" if inside else "false_positive"
@@ -365,6 +405,13 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
 
             # The operator, through the API on 127.0.0.1: a snooze and a planned campaign, before the data.
             DynamoScopes(stack.physical["ControlTable"]).put_scope(OPERATOR, [ACME, GLOBEX, INITECH])
+            sensitive, onboarded_threshold = SENSITIVE
+            first_sync = next(f for f in every if f.integration_id == sensitive)
+            DynamoControl(stack.physical["ControlTable"], 0).put_config(
+                sensitive, onboarding_config(first_sync, onboarded_threshold)
+            )
+            say(f"  {sensitive} is onboarded with an integration-wide threshold of {onboarded_threshold:g} "
+                "(its team asked to see every move); its false alarms are labelled and tuning learns from them")  # fmt: skip
             api = serving.enter_context(stack.serve_api(OPERATOR_API, principal=OPERATOR))
             client = OperatorClient(api.url, principal=OPERATOR)
             snooze = client.request(
@@ -386,20 +433,40 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
             )
 
             s3, bucket = stack.client("s3"), stack.physical["IngestBucket"]
+            live = DataClockScorer(stack)
+            period = timedelta(seconds=dataset.granularity_seconds)
+            settings = FreshnessSettings.from_env(stack.functions[FRESHNESS].environment)
+            check_at: datetime | None = None  # when the held-back integration's silence is past due
+            missed: dict[str, Any] = {}
             day = None
-            paused = False
             for n, sync in enumerate(files, start=1):
-                if not paused and sync.period_start >= held_from:
-                    # The held-back integration's last sync commits now; the others' next ones commit at
-                    # least a second later (last_sync_at is stored in whole seconds).
-                    stack.drain(SCORER)
-                    scorer.metrics.clear_metrics()
-                    time.sleep(1.0 - time.time() % 1.0)
-                    paused = True
+                arrives = sync.period_start + period + SYNC_LAG
+                if check_at is None and sync.period_start >= held_from:
+                    # The held-back integration's last sync has committed: from its last_sync_at and its
+                    # config, the moment the freshness check must find it late.
+                    live.commit(held_from + SYNC_LAG)
+                    synced = DynamoActiveIndex(stack.physical["StateTable"]).active(0)
+                    last_sync = next(a.last_sync_at for a in synced if a.integration_id == held_integration)
+                    config = DynamoControl(stack.physical["ControlTable"], 0).integration_config(
+                        held_integration
+                    )
+                    expect = expectation(dataset.granularity_seconds, config, settings, [])
+                    if expect is None:
+                        raise RuntimeError("the demo's integrations have no sync cadence")
+                    check_at = datetime.fromtimestamp(last_sync + expect.due_after, UTC)
+                    say(f"  {held_integration} stops syncing after its sync of {held_from - period:%Y-%m-%d %H:%M}; "
+                        f"its sync is overdue {expect.due_after // 60} min after that commit")  # fmt: skip
+                if check_at is not None and not missed and arrives > check_at:
+                    live.commit(check_at - timedelta(seconds=1))  # the others are on time
+                    say(f"  freshness_check (FreshnessCheck schedule) at {stamp(check_at)} ...")
+                    missed = stack.trigger(FRESHNESS, "FreshnessCheck", {"time": stamp(check_at)})
+                    freshness.metrics.clear_metrics()
+                    desk.run(check_at + timedelta(minutes=1), sla=False)  # triage takes it at once
+                    say(f"    {missed['late']} late, {missed['alerts_published']} missing_data alert(s): "
+                        f"{', '.join(missed['alert_ids']) or 'none'}")  # fmt: skip
                 s3.put_object(Bucket=bucket, Key=sync.key, Body=sync.body)
                 if n % 30 == 0 or n == len(files):
-                    stack.drain(SCORER)
-                    scorer.metrics.clear_metrics()  # disabled metrics are never flushed, only piled up
+                    live.commit(arrives)
                     # Triage sees the alerts minutes after their period, as it would live.
                     desk.run(sync.period_start + timedelta(hours=1, minutes=5))
                 if sync.period_start.date() != day:
@@ -407,40 +474,24 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
                     if day.day in (1, 8, 15, 22) or n == 1:
                         say(f"  {day}  files {n:>5}/{len(files)}  rows scored {stats.rows_scored:>7}  "
                             f"alerts {stats.alerts_published:>4}  ({time.perf_counter() - started:.0f}s)")  # fmt: skip
-            stack.drain(SCORER)
+            if check_at is None or not missed:
+                raise RuntimeError(f"{held_integration}'s silence never reached the freshness check")
             desk.run(dataset.end + timedelta(minutes=5))
-
-            # The freshness check, at the moment the held-back integration's silence is past due.
-            last_sync = {
+            arrived_at = dataset.end + BACKLOG_LAG
+            say(f"  {held_integration}'s {len(held)} held-back syncs arrive at {stamp(arrived_at)} ...")
+            for sync in held:
+                s3.put_object(Bucket=bucket, Key=sync.key, Body=sync.body)
+            live.commit(arrived_at)
+            resumed_at = arrived_at + timedelta(minutes=5)
+            resumed = stack.trigger(FRESHNESS, "FreshnessCheck", {"time": stamp(resumed_at)})
+            freshness.metrics.clear_metrics()
+            desk.run(resumed_at + timedelta(minutes=1))
+            say(f"    freshness_check at {stamp(resumed_at)}: {resumed['resolved']} resolution(s): "
+                f"{', '.join(resumed['alert_ids']) or 'none'}")  # fmt: skip
+            last_sync_at = {
                 a.integration_id: a.last_sync_at
                 for a in DynamoActiveIndex(stack.physical["StateTable"]).active(0)
             }
-            settings = FreshnessSettings.from_env(stack.functions[FRESHNESS].environment)
-            config = DynamoControl(stack.physical["ControlTable"], 0).integration_config(held_integration)
-            expect = expectation(dataset.granularity_seconds, config, settings, [])
-            if expect is None:
-                raise RuntimeError("the demo's integrations have no sync cadence")
-            others = min(t for i, t in last_sync.items() if i != held_integration)
-            if others <= last_sync[held_integration]:
-                raise RuntimeError(f"{held_integration} did not stop syncing before the others: {last_sync}")
-            check_at = datetime.fromtimestamp(last_sync[held_integration] + expect.due_after, UTC)
-            say(f"  freshness_check (FreshnessCheck schedule) at {stamp(check_at)}, {expect.due_after // 60} min "
-                f"after {held_integration}'s last commit (real clock) ...")  # fmt: skip
-            missed = stack.trigger(FRESHNESS, "FreshnessCheck", {"time": stamp(check_at)})
-            desk.run(check_at + timedelta(minutes=1), sla=False)  # triage takes it on that clock
-            say(f"    {missed['late']} late, {missed['alerts_published']} missing_data alert(s): "
-                f"{', '.join(missed['alert_ids']) or 'none'}")  # fmt: skip
-            say(f"  {held_integration}'s {len(held)} held-back syncs arrive ...")
-            for sync in held:
-                s3.put_object(Bucket=bucket, Key=sync.key, Body=sync.body)
-            stack.drain(SCORER)
-            scorer.metrics.clear_metrics()
-            desk.run(dataset.end + timedelta(minutes=5))
-            resumed_at = datetime.now(UTC) + timedelta(minutes=5)
-            resumed = stack.trigger(FRESHNESS, "FreshnessCheck", {"time": stamp(resumed_at)})
-            freshness.metrics.clear_metrics()
-            say(f"    freshness_check at {stamp(resumed_at)}: {resumed['resolved']} resolution(s): "
-                f"{', '.join(resumed['alert_ids']) or 'none'}")  # fmt: skip
 
             say(f"  nightly retrain for the night of {dataset.end:%Y-%m-%d}: planner -> RetrainQueue -> "
                 f"iforest_retrainer ...")  # fmt: skip
@@ -470,14 +521,10 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
             alerts, _ = read_recorded_alerts(
                 S3Objects(), data_bucket, report_days(dataset.start.date(), dataset.end.date())
             )
-            live_days = report_days(
-                datetime.fromtimestamp(last_sync[held_integration], UTC).date(), resumed_at.date()
-            )
             freshness_alerts = sorted(
-                (a for a in read_recorded_alerts(S3Objects(), data_bucket, live_days)[0]
-                 if a["detector"] == "missing_data"),
+                (a for a in alerts if a["detector"] == "missing_data"),
                 key=lambda a: (a["period_end"], a["alert_id"]),
-            )  # fmt: skip
+            )
             suppressed, _ = read_suppressed(
                 S3Objects(), data_bucket, report_days(dataset.start.date(), dataset.end.date())
             )
@@ -491,7 +538,7 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
             tuning_records = [  # what the run decided per integration and metric, and why
                 json.loads(s3.get_object(Bucket=data_bucket, Key=listed["Key"])["Body"].read())
                 for listed in s3.list_objects_v2(Bucket=data_bucket, Prefix="tuning/").get("Contents", [])
-                if listed["Key"] in {record_key(i, tuned["run_id"]) for i in last_sync}
+                if listed["Key"] in {record_key(i, tuned["run_id"]) for i in last_sync_at}
             ]
             daily = stack.trigger(REPORT, "DailyReport", {"time": stamp(dataset.end)})
             last = (dataset.end - timedelta(days=1)).date()
@@ -539,7 +586,7 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
     report_counts = {k: report_suppressed[k] for k in ("total", "snooze", "calendar", "other")}
     missing = [a for a in freshness_alerts if a["severity"] != "info"]
     resolutions = [a for a in freshness_alerts if a.get("resolves")]
-    missing_incidents = [i for i in incidents if i["opened_at"] >= check_at.isoformat()]
+    missing_incidents = [i for i in incidents if any(a in i["alert_ids"] for a in missed["alert_ids"])]
     decisions = [
         {"integration_id": r["integration_id"], "status": r["status"], "labels": r["labels"],
          "labels_matched": r["labels_matched"], "reason": r["reason"],
@@ -723,9 +770,7 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
     for i in missing_incidents:
         say(f"  support triage: incident {i['incident_id']} for {i['team']}, {i['priority']}, {i['status']}")
     for a in resolutions:
-        say(f"  after the held-back syncs arrived: {a['severity']} {a['alert_id']}: {a['summary']} (on the "
-            "commit clock: they committed seconds after the last sync; the check that announced the outage "
-            "ran ahead of it)")  # fmt: skip
+        say(f"  after the held-back syncs arrived: {a['severity']} {a['alert_id']}: {a['summary']}")
     for integration in sorted({i for i, _ in per_integration}):
         counts = ", ".join(
             f"{s} {per_integration[(integration, s)]}" for s in ("critical", "warning", "info")
@@ -755,9 +800,11 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
         f"Threshold tuning ({tuned['as_of'][:10]}): {tuned['thresholds_tuned']} threshold(s) changed"
         + "".join(f"; {c['integration_id']}/{c['metric']} {c['old']} -> {c['new']}" for c in tuned["changes"])
     )
+    if tuned["changes"]:
+        say(
+            "  the scorer applies a tuned threshold from the integration's next sync (no operator override wins)"
+        )
     for d in decisions:
-        if d["status"] == "tuned":
-            continue
         why = d["reason"] or "; ".join(f"{m['metric']}: {m['reason']}" for m in d["metrics"])
         say(
             f"  {d['integration_id']}: {d['status']} ({d['labels']} labels, {d['labels_matched']} matched): {why}"

@@ -360,14 +360,14 @@ def _write_history(
             [
                 start, iid, metric, dimension, value, _num(point.observed), _num(point.expected),
                 _num(point.lower), _num(point.upper), _num(point.score), _status(point.ready, point.period in known),
-                severity.get((point.series, start), ""), key,
+                severity.get((point.series, start), ""), key, _num(point.sustained),
             ]
         )  # fmt: skip
     for period, values in result.late_values.items():
         start = period_start(period, state.granularity).isoformat()
         for (metric, dimension, value), observed in sorted(values.items()):
             by_date[start[:10]].append(
-                [start, iid, metric, dimension, value, _num(observed), "", "", "", "", "late", "", key]
+                [start, iid, metric, dimension, value, _num(observed), "", "", "", "", "late", "", key, ""]
             )
     name = _digest(ref.sync_id)
     for date, rows in by_date.items():

@@ -1,11 +1,12 @@
 """The threshold choice: recall first, under a precision floor, within bounds (pure; no I/O).
 
-**The model.** A metric's alerts are judged by their period's ``|score|`` (the EWMA z-score of the
-metric's total, as the history records it): at threshold ``t`` a labelled alert *fires* when its
-``|score| >= t``. Labels: ``true_positive`` and ``false_positive`` count; ``expected`` (a real move that
+**The model.** A metric's alerts are judged by their period's *strength* (the EWMA z-score of the
+metric's total or slice as the history records it, ``|score|``, or its slow chart's ``|sustained|``
+when that alerts the period: see :attr:`kpi_sentinel.operator_jobs.tuning.Period.strength`): at
+threshold ``t`` a labelled alert *fires* when its strength ``>= t``. Labels: ``true_positive`` and ``false_positive`` count; ``expected`` (a real move that
 was known, e.g. a campaign) counts for neither — it belongs in the calendar, not in the threshold.
 This is a model: the scorer also needs confirmation over consecutive periods below twice the
-threshold, and may alert through its slow chart on a period whose own ``|score|`` is smaller.
+threshold, and groups slices that move with their alerting total into the total's alert.
 
 * ``recall(t)`` = labelled true positives that fire at ``t`` / all labelled true positives;
 * ``precision(t)`` = true positives / (true positives + false positives) firing at ``t``, where below the

@@ -7,12 +7,17 @@ default), and every metric whose alerts operators labelled:
    alerts (the id says the detector) and of the three known kinds count. An integration with fewer
    than ``min_labels`` of them is skipped before anything else is read.
 2. **Scores** come from the history store, ``history/integration=<id>/date=<d>/*.csv.gz`` over the
-   window: the rows of each metric's *total* (no dimension), their ``score`` and ``status``. Where
-   several objects hold the same period, the last in key order wins (as in the report). An alert's id
-   is a pure function of its integration, detector, metric and period start
-   (:func:`kpi_sentinel.alerts.alert_id`), so each total row's id is computed and matched with the
-   labels; the recorded alerts under ``alerts/`` (one object per day for every integration) need not
-   be read. Labels of slice alerts, and of periods outside the window, are counted as unmatched.
+   window: the rows of each metric's total and of its slices (a slice alert is judged against its
+   metric's threshold too), their ``score``, ``status``, ``observed`` and ``expected``. Where several
+   objects hold the same series and period, the last in key order wins (as in the report). An alert's
+   id is a pure function of its integration, detector, metric, slice and period start
+   (:func:`kpi_sentinel.alerts.alert_id`), so each row's id is computed and matched with the labels;
+   the recorded alerts under ``alerts/`` (one object per day for every integration) need not be
+   read. Labels of periods outside the window are counted as unmatched. An unlabelled period counts
+   (as an alert a lower threshold would add) only if it clears the metric's floors as far as the
+   history can tell: ``min_abs_change`` on ``|observed - expected|``, and for a count or amount
+   ``min_volume`` on ``max(|observed|, |expected|)`` (a ratio's volume, its denominator, is not
+   recorded, so its unlabelled periods count regardless).
 3. **Skips**, each with its reason in the run record: an operator's threshold override for the
    metric (tuning never touches it, and the override would win anyway); fewer than ``min_labels``
    matched labels, or fewer than ``min_true_positives`` / ``min_false_positives``.
@@ -50,9 +55,15 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from kpi_sentinel.alert_ids import alert_id
-from kpi_sentinel.config import DEFAULT_THRESHOLD
+from kpi_sentinel.config import (
+    DEFAULT_THRESHOLD,
+    SUSTAINED_MIN_SCORE,
+    ConfigError,
+    IntegrationConfig,
+    MetricSpec,
+)
 from kpi_sentinel.forest.planner import run_id as run_id_of
-from kpi_sentinel.history import total_rows
+from kpi_sentinel.history import history_rows
 from kpi_sentinel.operator_jobs.thresholds import Bounds, Choice, Labelled, choose
 from kpi_sentinel.ports import ActiveIntegration, StateConflict, TunedThreshold, TuningInputs, TuningPorts
 
@@ -62,7 +73,17 @@ WHO = "threshold-tuning"
 AUDIT_KIND = "threshold_tuned"
 LABELS = ("true_positive", "false_positive", "expected")
 DETECTOR = "ewma"
-HISTORY_FIELDS = ("period_start", "metric", "dimension", "score", "status")
+HISTORY_FIELDS = (
+    "period_start",
+    "metric",
+    "dimension",
+    "dimension_value",
+    "observed",
+    "expected",
+    "score",
+    "status",
+    "sustained",
+)
 RECORD_PREFIX = "tuning/"
 
 
@@ -252,12 +273,34 @@ class TuningOutcome:
 
 @dataclass(frozen=True)
 class Period:
-    """One period of a metric's total as the history recorded it."""
+    """One period of a metric's total (``dimension == value == ""``) or slice as the history recorded it."""
 
     metric: str
     period_start: str
     score: float  # NaN when not scored (warm-up, late)
     status: str
+    dimension: str = ""
+    value: str = ""
+    observed: float = math.nan
+    expected: float = math.nan
+    sustained: float = math.nan  # the slow chart's score; NaN when not recorded
+
+    @property
+    def strength(self) -> float:
+        """The highest threshold at which the period alerts: its ``|score|``, or the slow chart's
+        ``|sustained|`` when that is higher, on the same side, and the period itself at least
+        ``SUSTAINED_MIN_SCORE`` out (the scorer's rule, :func:`kpi_sentinel.alerts.classify`).
+
+        >>> Period("ngr", "T", -1.8, "scored", sustained=-3.1).strength
+        3.1
+        >>> Period("ngr", "T", 0.5, "scored", sustained=3.1).strength  # the period itself is not out
+        0.5
+        """
+        strength = abs(self.score)
+        slow = self.sustained
+        if math.isfinite(slow) and slow * self.score > 0 and strength >= SUSTAINED_MIN_SCORE:
+            return max(strength, abs(slow))
+        return strength
 
 
 def window_dates(as_of: datetime, days: int) -> list[date]:
@@ -271,10 +314,18 @@ def window_dates(as_of: datetime, days: int) -> list[date]:
     return [start.date() + timedelta(days=n) for n in range((end.date() - start.date()).days + 1)]
 
 
-def read_totals(
+def _float(text: str) -> float:
+    try:
+        return float(text) if text else math.nan
+    except ValueError:
+        return math.nan
+
+
+def read_periods(
     ports: TuningPorts, settings: TuningSettings, integration_id: str, days: Sequence[date]
 ) -> tuple[list[Period], int, list[str]]:
-    """Every metric total's periods of ``days``, the objects read, and the objects that could not be."""
+    """Every series' periods of ``days`` (totals and slices), the objects read, and the objects that
+    could not be."""
     bucket = settings.data_bucket
     keys = [
         key
@@ -290,20 +341,25 @@ def read_totals(
 
     with ThreadPoolExecutor(max_workers=max(1, min(settings.read_threads, len(keys) or 1))) as pool:
         bodies = list(pool.map(get, keys))
-    latest: dict[tuple[str, str], Period] = {}
+    latest: dict[tuple[str, str, str, str], Period] = {}
     problems: list[str] = []
     for key, body in zip(keys, bodies, strict=True):
         if body is None:
             problems.append(f"{key}: deleted between listing and reading")
             continue
         try:
-            for _, row in total_rows(body, HISTORY_FIELDS):
-                try:
-                    score = float(row["score"]) if row["score"] else math.nan
-                except ValueError:
-                    score = math.nan
-                latest[(row["metric"], row["period_start"])] = Period(
-                    row["metric"], row["period_start"], score, row["status"]
+            for _, row in history_rows(body, HISTORY_FIELDS):
+                dimension, value = row["dimension"], row["dimension_value"] if row["dimension"] else ""
+                latest[(row["metric"], dimension, value, row["period_start"])] = Period(
+                    row["metric"],
+                    row["period_start"],
+                    _float(row["score"]),
+                    row["status"],
+                    dimension,
+                    value,
+                    _float(row["observed"]),
+                    _float(row["expected"]),
+                    _float(row["sustained"]),
                 )
         except ValueError as exc:
             problems.append(f"{key}: {exc}")
@@ -346,12 +402,14 @@ def tune_integration(
         return outcome
     inputs = ports.store.inputs(iid)
     days = window_dates(as_of, settings.window_days)
-    periods, outcome.history_objects, outcome.history_problems = read_totals(ports, settings, iid, days)
+    periods, outcome.history_objects, outcome.history_problems = read_periods(ports, settings, iid, days)
     in_window = [p for p in periods if _within(p, as_of, settings)]
     by_metric: dict[str, list[tuple[Period, str | None]]] = {}
     matched = 0
     for period in in_window:
-        label = labels.get(alert_id(iid, DETECTOR, period.metric, "", "", period.period_start))
+        label = labels.get(
+            alert_id(iid, DETECTOR, period.metric, period.dimension, period.value, period.period_start)
+        )
         matched += label is not None
         by_metric.setdefault(period.metric, []).append((period, label))
     outcome.labels_matched, outcome.labels_unmatched = matched, len(labels) - matched
@@ -367,7 +425,7 @@ def tune_integration(
         outcome.status = "unchanged"
     outcome.reason = (
         "; ".join(f"{m.metric}: {m.reason}" for m in outcome.metrics)
-        or f"none of the {len(labels)} labelled alert(s) is a metric total's period in the last "
+        or f"none of the {len(labels)} labelled alert(s) is a scored period in the last "
         f"{settings.window_days} days of history"
     )
     outcome.seconds = round(time.perf_counter() - started, 3)
@@ -417,12 +475,15 @@ def _tune_metric(
         outcome.reason = f"too few labels in the last {settings.window_days} days: " + ", ".join(needs)
         return outcome
     labelled = [
-        Labelled(abs(p.score), label == "true_positive")
+        Labelled(p.strength, label == "true_positive")
         for p, label in rows
         if label in ("true_positive", "false_positive") and math.isfinite(p.score)
     ]
+    floors = _floors(inputs.config, integration_id, metric)
     unlabelled = [
-        abs(p.score) for p, label in rows if label is None and p.status == "scored" and math.isfinite(p.score)
+        p.strength
+        for p, label in rows
+        if label is None and p.status == "scored" and math.isfinite(p.score) and _clears(p, floors)
     ]
     outcome.unlabelled_periods = len(unlabelled)
     choice = choose(current, labelled, unlabelled, settings.bounds, settings.precision_floor)
@@ -450,6 +511,43 @@ def _tune_metric(
         return outcome
     outcome.status = "tuned"
     return outcome
+
+
+@dataclass(frozen=True)
+class Floors:
+    min_abs_change: float = 0.0
+    min_volume: float = 0.0  # 0 where the history cannot tell the volume (a ratio's denominator)
+
+
+def _floors(config: Mapping[str, Any] | None, integration_id: str, metric: str) -> Floors:
+    """The metric's floors from the explicit config (none without one, or when it does not parse)."""
+    if not config:
+        return Floors()
+    try:
+        spec = IntegrationConfig.from_dict(config, integration_id).metric(metric)
+    except (ConfigError, TypeError, ValueError):
+        return Floors()
+    if spec is None:
+        return Floors()
+    volume = spec.min_volume if isinstance(spec, MetricSpec) else 0.0
+    return Floors(float(spec.min_abs_change), float(volume))
+
+
+def _clears(period: Period, floors: Floors) -> bool:
+    """Whether the period could have alerted under the floors, as far as its recorded values tell.
+
+    >>> _clears(Period("ngr", "T", 5.0, "scored", observed=103.0, expected=100.0), Floors(min_abs_change=5))
+    False
+    >>> _clears(Period("ngr", "T", 5.0, "scored", observed=12.0, expected=3.0), Floors(5, 20))
+    False
+    >>> _clears(Period("ngr", "T", 5.0, "scored"), Floors(5, 20))  # values not recorded: it counts
+    True
+    """
+    delta = period.observed - period.expected
+    if math.isfinite(delta) and abs(delta) < floors.min_abs_change:
+        return False
+    volume = max(abs(period.observed), abs(period.expected))
+    return not (math.isfinite(volume) and volume < floors.min_volume)
 
 
 def _audit(
