@@ -38,11 +38,14 @@ def test_a_resource_removed_behind_the_stacks_back_is_reported_missing(stack: Lo
 
 def test_skipped_types_are_created_with_the_templates_properties(stack: LocalStack) -> None:
     sns, sqs, dynamodb = stack.client("sns"), stack.client("sqs"), stack.client("dynamodb")
-    # The support-triage subscription filters on severity and delivers raw JSON
+    # The support-triage subscription filters on severity (and lets the freshness check's resolutions
+    # in) and delivers raw JSON
     attributes = sns.get_subscription_attributes(SubscriptionArn=stack.physical["SupportTriageSubscription"])[
         "Attributes"
     ]
-    assert json.loads(attributes["FilterPolicy"]) == {"severity": ["warning", "critical"]}
+    assert json.loads(attributes["FilterPolicy"]) == {
+        "$or": [{"severity": ["warning", "critical"]}, {"severity": ["info"], "detector": ["missing_data"]}]
+    }
     assert attributes["RawMessageDelivery"] == "true"
     # The ingest queue accepts S3 notifications and redrives poison messages to its DLQ
     queue = sqs.get_queue_attributes(QueueUrl=stack.queue_url("IngestQueue"), AttributeNames=["All"])[

@@ -39,7 +39,7 @@ def test_given_an_invalid_value_then_the_error_names_the_field(field: str, value
 
 @pytest.mark.parametrize(
     ("granularity", "phase_window", "chart_lambda"),
-    [("5min", 2, 0.1), ("hour", 1, 0.25), ("day", 0, 0.25)],
+    [("5min", 2, 0.1), ("hour", 0, 0.25), ("day", 0, 0.25)],
 )
 def test_given_a_granularity_then_the_production_detector_gets_its_phase_window_and_chart_weight(
     granularity: str, phase_window: int, chart_lambda: float

@@ -42,11 +42,12 @@ SUSTAINED_MIN_SCORE = 1.0
 DEFAULT_THRESHOLD = {300: 4.0, 3600: 3.5, 86400: 3.5}
 # The seasonal EWMA's phase window (see kpi_sentinel.detectors.ewma): the expectation averages the
 # baselines of this many phases either side. A daily profile is smooth within half an hour, and one
-# 5-minute phase learned from a few days of small counts is mostly noise; hourly data averages the
-# neighbouring hours; daily data keeps each weekday its own (weekends differ). In the quality
-# benchmark, 5-minute false bursts fell from 35 to 12 with 2 (2 of 26 windows lost; 3 lost a third),
-# hourly ones from 48 to 29 with 1 (1 of 26 lost): F2 0.710 -> 0.768 with the chart weight below.
-DEFAULT_PHASE_WINDOW = {300: 2, 3600: 1, 86400: 0}
+# 5-minute phase learned from a few days of small counts is mostly noise: in the quality benchmark,
+# 5-minute false bursts fell from 35 to 12 with 2 (2 of 26 windows lost; 3 lost a third). Hourly and
+# daily phases keep their own: averaging neighbouring hours cut hourly false bursts from 48 to 29 but
+# lost a drift, and it biases the expectation at the daily profile's peaks and troughs, which the
+# nightly forest's residual features inherit (it flagged 1 period of the demo's funnel break, not 5).
+DEFAULT_PHASE_WINDOW = {300: 2, 3600: 0, 86400: 0}
 # The slow chart's EWMA weight (chart_lambda): 5-minute data averages about 20 periods (100 minutes)
 # before a sustained break alerts, the others about 7; at 0.25 the 5-minute chart alerted on noise in
 # slices (the benchmark: 11 of 12 5-minute false bursts gone at 0.1, no window lost; 0.15 kept 5),

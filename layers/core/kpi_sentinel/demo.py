@@ -7,7 +7,8 @@ unreadable file and one file with bad rows, to show what happens to them.
 
 An operator works through the real operator API, served by the runner on 127.0.0.1 and called with
 :class:`~kpi_sentinel.operator.client.OperatorClient` as a principal granted the three integrations:
-before the backfill it snoozes one metric (its alerts are suppressed) and registers a planned
+before the backfill it snoozes one slice of a metric (its alerts, and the metric's alerts it drives, are
+suppressed) and registers a planned
 campaign of ``acme-ads`` in the calendar. The campaign is the demo's own addition to the synthetic
 data, not an injected incident: every source's clicks x2 for 6 hours on one weekday. Its periods are
 scored but not learned, and their alerts are suppressed by the calendar (the summary and the report's
@@ -82,7 +83,14 @@ FRESHNESS = "FreshnessCheckFunction"
 TUNING = "ThresholdTuningFunction"
 OPERATOR_API = "OperatorApiFunction"
 OPERATOR = "arn:aws:iam::123456789012:user/demo-operator"  # granted the three integrations
-SNOOZED = {"integration_id": GLOBEX, "metric": "ftds", "reason": "demo: attribution rework"}
+SNOOZED = {
+    "integration_id": GLOBEX,
+    "metric": "clicks",
+    "dimension": "campaign",
+    "dimension_value": "brand-search",
+    "reason": "demo: brand-search bids under test",
+}
+SNOOZED_LABEL = f"{GLOBEX}/clicks[campaign=brand-search]"
 
 
 @dataclass(frozen=True)
@@ -417,7 +425,10 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
             snooze = client.request(
                 "POST",
                 f"/v1/integrations/{segment(SNOOZED['integration_id'])}/snoozes",
-                body={"metric": SNOOZED["metric"], "duration_minutes": 24 * 60, "reason": SNOOZED["reason"]},
+                body={
+                    **{k: v for k, v in SNOOZED.items() if k != "integration_id"},
+                    "duration_minutes": 24 * 60,
+                },
             )
             event = client.request(
                 "POST",
@@ -426,7 +437,7 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
                       "start": campaign.start.isoformat(), "end": campaign.end.isoformat()},
             )  # fmt: skip
             say(f"  operator API at {api.url} as {OPERATOR.rsplit('/', 1)[-1]}: snooze {snooze['snooze_id']} on "
-                f"{SNOOZED['integration_id']}/{SNOOZED['metric']} until {snooze['until']}; calendar "
+                f"{SNOOZED_LABEL} until {snooze['until']}; calendar "
                 f"{event['kind']} {event['event_id']} on {event['integration_id']} {event['start']} … {event['end']}")  # fmt: skip
             say(
                 f"  {held_integration}'s last {held_hours} hours of syncs are held back (from {held_from:%Y-%m-%d %H:%M})"
@@ -615,7 +626,18 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
         "operator_api": {
             "url": api.url,
             "principal": OPERATOR,
-            "snooze": {k: snooze[k] for k in ("snooze_id", "integration_id", "metric", "until", "who")},
+            "snooze": {
+                k: snooze[k]
+                for k in (
+                    "snooze_id",
+                    "integration_id",
+                    "metric",
+                    "dimension",
+                    "dimension_value",
+                    "until",
+                    "who",
+                )
+            },
             "calendar_event": {
                 k: event[k] for k in ("event_id", "integration_id", "kind", "name", "start", "end", "who")
             },
@@ -719,7 +741,8 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
                       "missing_sync", "threshold_tuning")]),
         ("Operator API (snooze and calendar, before the backfill)", ("what", "id", "integration", "details", "by"),
          [("snooze", snooze["snooze_id"], snooze["integration_id"],
-           f"metric {snooze['metric']} until {snooze['until']}: {summary['alerts_suppressed_by_snooze']} alert(s) "
+           f"metric {snooze['metric']} {snooze['dimension']}={snooze['dimension_value']} until {snooze['until']}: "
+           f"{summary['alerts_suppressed_by_snooze']} alert(s) "
            "suppressed", snooze["who"]),
           ("calendar " + event["kind"], event["event_id"], event["integration_id"],
            f"{event['name']}, {event['start']} … {event['end']}: {len(in_campaign)} alert(s) published in its "
@@ -756,7 +779,7 @@ def run_demo(out: Path, days: int = 60, seed: int = 7, stream: TextIO = sys.stdo
         f"triage; {len(suppressed)} suppressed ("
         + ", ".join(f"{d} {n}" for d, n in sorted(suppressed_detectors.items()))
         + f"): {suppressed_by['snooze']} by the API snooze on "
-        f"{SNOOZED['integration_id']}/{SNOOZED['metric']}, {suppressed_by['calendar']} by the calendar; "
+        f"{SNOOZED_LABEL}, {suppressed_by['calendar']} by the calendar; "
         f"dead letters: {sum(dead.values())}")  # fmt: skip
     say(f"Campaign in the calendar: {campaign.name} on {campaign.integration_id}, {campaign.start:%Y-%m-%d %H:%M}-"
         f"{campaign.end:%H:%M} (registered through the API): {len(in_campaign)} alert(s) published in its window, "
