@@ -27,7 +27,16 @@ from kpi_sentinel.triage.incidents import (
 from kpi_sentinel.triage.messages import INCIDENT_FIELDS
 from kpi_sentinel.triage.routing import PRIORITIES, default_rules, more_urgent, parse_rules
 
-from tests.unit.triage_helpers import NOW, SETTINGS, T0, Clock, check_messages, make_alert, memory_ports
+from tests.unit.triage_helpers import (
+    NOW,
+    SETTINGS,
+    T0,
+    Clock,
+    FlakyOutbox,
+    check_messages,
+    make_alert,
+    memory_ports,
+)
 
 RULES = default_rules()
 H = timedelta(hours=1)
@@ -399,20 +408,6 @@ def test_given_a_malformed_alert_when_triaged_then_bad_alert_names_the_field_and
 
 
 # --- at least once in, at least once out -----------------------------------------------------------------
-
-
-class FlakyOutbox(MemoryTeamOutbox):
-    """Fails the next ``failures`` sends, as SQS being unreachable (or the Lambda dying) would."""
-
-    def __init__(self, failures: int = 1) -> None:
-        super().__init__()
-        self.failures = failures
-
-    def send(self, messages: Sequence[Mapping[str, Any]]) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise ConnectionError("SQS unreachable")
-        super().send(messages)
 
 
 class CrashBeforeClear(MemoryIncidents):

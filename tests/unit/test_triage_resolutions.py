@@ -35,7 +35,15 @@ from kpi_sentinel.triage.messages import ADDED_FIELDS, INCIDENT_FIELDS, build_me
 from kpi_sentinel.triage.routing import default_rules
 from kpi_sentinel.triage.sla import check_sla
 
-from tests.unit.triage_helpers import NOW, SETTINGS, Clock, check_messages, make_alert, memory_ports
+from tests.unit.triage_helpers import (
+    NOW,
+    SETTINGS,
+    Clock,
+    FlakyOutbox,
+    check_messages,
+    make_alert,
+    memory_ports,
+)
 
 RULES = default_rules()
 INTEGRATION = "acme-ads"
@@ -488,17 +496,3 @@ def test_given_an_incident_stored_before_the_fields_existed_when_read_then_they_
     assert run([resolution()], ports)[0].status == "resolved"
     assert stored_record(store, opened.incident_id)["resolved_by"] == FRESHNESS_CHECK
     check_messages(outbox.sent)
-
-
-class FlakyOutbox(MemoryTeamOutbox):
-    """Fails the next ``failures`` sends, as SQS being unreachable (or the Lambda dying) would."""
-
-    def __init__(self, failures: int = 0) -> None:
-        super().__init__()
-        self.failures = failures
-
-    def send(self, messages: Sequence[Mapping[str, Any]]) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise ConnectionError("SQS unreachable")
-        super().send(messages)

@@ -110,3 +110,17 @@ def check_messages(messages: Sequence[Mapping[str, Any]]) -> None:
         assert message["priority"] == incident["priority"]
         assert message["severity"] == incident["severity"]
         assert message["dedup_key"].startswith(incident["incident_id"] + ":")
+
+
+class FlakyOutbox(MemoryTeamOutbox):
+    """Fails the next ``failures`` sends, as SQS being unreachable (or the Lambda dying) would."""
+
+    def __init__(self, failures: int = 0) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def send(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("SQS unreachable")
+        super().send(messages)

@@ -623,6 +623,23 @@ def triage_alert(
     )
 
 
+def _outcome_of(
+    alert_id: str, status: str, record: Mapping[str, Any], sent: int, attempts: int, **more: Any
+) -> TriageOutcome:
+    """The outcome of an alert that touched ``record`` (its incident as it now stands)."""
+    return TriageOutcome(
+        alert_id=alert_id,
+        status=status,
+        incident_id=record["incident_id"],
+        team=record["team"],
+        priority=record["priority"],
+        severity=record["severity"],
+        messages_sent=sent,
+        attempts=attempts,
+        **more,
+    )
+
+
 def _duplicate(alert_id: str, owner: str, ports: TriagePorts, attempt: int) -> TriageOutcome:
     """A redelivered alert changes nothing; it only sends what its incident's outbox still holds."""
     stored = ports.incidents.get(owner)
@@ -735,15 +752,12 @@ def resolve_for_alert(
             "incidents resolved: data resumed",
             extra={"alert_id": alert_id, "incident_ids": [d.incident_id for d in closed]},
         )
-        return TriageOutcome(
-            alert_id=alert_id,
-            status="resolved",
-            incident_id=first["incident_id"],
-            team=first["team"],
-            priority=first["priority"],
-            severity=first["severity"],
-            messages_sent=sent,
-            attempts=attempts,
+        return _outcome_of(
+            alert_id,
+            "resolved",
+            first,
+            sent,
+            attempts,
             reason=reason,
             resolved_incidents=[d.incident_id for d in closed],
         )
@@ -751,16 +765,7 @@ def resolve_for_alert(
     if any(d.record.get("resolution_reason") == reason for d in already if d.record is not None):
         first = already[0].record
         assert first is not None
-        return TriageOutcome(
-            alert_id=alert_id,
-            status="duplicate",
-            incident_id=first["incident_id"],
-            team=first["team"],
-            priority=first["priority"],
-            severity=first["severity"],
-            messages_sent=sent,
-            attempts=attempts,
-        )
+        return _outcome_of(alert_id, "duplicate", first, sent, attempts)
     why = "; ".join(
         f"incident {d.incident_id} "
         + (
