@@ -606,17 +606,7 @@ def triage_alert(
             continue
         sent = deliver(ports, record, outbox)
         escalation = messages[0]["reason"] if status == "updated" and messages else None
-        return TriageOutcome(
-            alert_id=alert_id,
-            status=status,
-            incident_id=record["incident_id"],
-            team=record["team"],
-            priority=record["priority"],
-            severity=record["severity"],
-            escalation=escalation,
-            messages_sent=sent,
-            attempts=attempt,
-        )
+        return _outcome_of(alert_id, status, record, sent, attempt, escalation=escalation)
     raise IncidentConflict(
         f"alert {alert_id}: incidents of {alert['integration_id']}/{family} kept changing; gave up after "
         f"{settings.max_attempts} attempts (the message will be retried)"
