@@ -93,6 +93,10 @@ class World:
             if n in labels:
                 dimension, value = ("source", "email") if on_slice else ("", "")
                 self.store.put_label(IID, alert_id(IID, "ewma", metric, dimension, value, start), labels[n])
+        self.put_history(metric, by_day)
+
+    def put_history(self, metric: str, by_day: dict[str, list[list[str]]]) -> None:
+        """One history object per day, as the scorer writes them."""
         for day, rows in by_day.items():
             text = io.StringIO()
             writer = csv.writer(text, lineterminator="\n")
@@ -460,13 +464,7 @@ def test_given_false_alarms_of_the_slow_chart_when_tuned_then_they_count_at_thei
         by_day[start[:10]].append([*row, str(chart)])
         if n in labels:
             world.store.put_label(IID, alert_id(IID, "ewma", "ngr", "", "", start), labels[n])
-    for day, day_rows in by_day.items():
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(HISTORY_COLUMNS)
-        writer.writerows(day_rows)
-        key = f"history/integration={IID}/date={day}/ngr.csv.gz"
-        world.objects.put(DATA, key, gzip.compress(text.getvalue().encode()), "application/gzip")
+    world.put_history("ngr", by_day)
     world.run()
     [metric] = world.record()["metrics"]
     # At 2.5 all seven fire (precision 3/7): judged by |score| alone, the false ones (1.8) would not.
