@@ -16,7 +16,8 @@ threshold, and groups slices that move with their alerting total into the total'
 
 **The rule.** Among the thresholds in ``[lower, upper]`` that keep every labelled true positive the
 current threshold catches (``recall(t) >= recall(current)``: never above the smallest of them, so
-recall does not drop) and meet the precision floor, choose the one of highest recall, then the one
+recall does not drop) and meet the precision floor (a threshold at which nothing fires meets it: it
+raises no false alarm), choose the one of highest recall, then the one
 closest to the current threshold, then the higher one. If the current threshold is one of the best,
 nothing changes (so a rerun on the same evidence changes nothing). If none qualifies, nothing
 changes and the reason says why. A current threshold outside the bounds (an operator's config
@@ -160,8 +161,8 @@ def choose(
         recall = quality.recall or 0.0
         if recall + 1e-12 < floor_recall:
             continue  # would lose a true positive the current threshold catches
-        if quality.precision is None or quality.precision + 1e-12 < precision_floor:
-            continue
+        if quality.precision is not None and quality.precision + 1e-12 < precision_floor:
+            continue  # (a threshold at which nothing fires raises no false alarm: it meets any floor)
         feasible.append(quality)
     if not feasible:
         return unchanged(
