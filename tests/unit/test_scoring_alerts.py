@@ -233,7 +233,7 @@ def test_given_a_saved_state_when_restored_then_it_scores_the_next_periods_the_s
     count = first.index[("clicks", "source", "google-cpc")]
     assert (first.detector.transform_[ratio], first.detector.transform_[count]) == (1, 0)  # identity, ssqrt
     # The phase window and chart weight are hyperparameters of the granularity, not stored state.
-    assert (first.detector.phase_window, first.detector.chart_lambda) == (1, 0.25)  # hourly
+    assert (first.detector.phase_window, first.detector.chart_lambda) == (0, 0.25)  # hourly
     a, b, c = (_as_arrays(_score(s, following)) for s in (first, second, original))
     for field in a:
         np.testing.assert_array_equal(a[field], b[field], err_msg=field)  # restores are identical
