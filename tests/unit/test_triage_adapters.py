@@ -32,6 +32,7 @@ from tests.unit.triage_helpers import (
     check_messages,
     make_alert,
     memory_ports,
+    sqs_event,
 )
 
 REGION = "eu-west-1"
@@ -373,25 +374,6 @@ def test_given_rules_in_s3_and_ssm_when_read_then_the_cache_loads_them(cloud: Aw
 
 
 # --- the handler ---------------------------------------------------------------------------------------
-
-
-def sqs_event(*bodies: str) -> dict[str, Any]:
-    return {
-        "Records": [
-            {
-                "messageId": str(uuid.UUID(int=n)),
-                "receiptHandle": f"r{n}",
-                "body": body,
-                "attributes": {"ApproximateReceiveCount": "1"},
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:support-triage",
-                "awsRegion": REGION,
-            }
-            for n, body in enumerate(bodies)
-        ]
-    }
 
 
 class FixedRules:

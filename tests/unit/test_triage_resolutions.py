@@ -43,6 +43,7 @@ from tests.unit.triage_helpers import (
     check_messages,
     make_alert,
     memory_ports,
+    sqs_event,
 )
 
 RULES = default_rules()
@@ -373,25 +374,6 @@ def test_given_an_incident_that_keeps_changing_when_resolving_then_it_gives_up_f
 class FixedRules:
     def get(self) -> Any:
         return RULES
-
-
-def sqs_event(*bodies: str) -> dict[str, Any]:
-    return {
-        "Records": [
-            {
-                "messageId": f"m{n}",
-                "receiptHandle": f"r{n}",
-                "body": body,
-                "attributes": {"ApproximateReceiveCount": "1"},
-                "messageAttributes": {},
-                "md5OfBody": "",
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:support-triage",
-                "awsRegion": "eu-west-1",
-            }
-            for n, body in enumerate(bodies)
-        ]
-    }
 
 
 def test_given_a_batch_with_a_resolution_when_handled_then_it_is_counted_as_a_resolution() -> None:

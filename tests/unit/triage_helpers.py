@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -124,3 +125,23 @@ class FlakyOutbox(MemoryTeamOutbox):
             self.failures -= 1
             raise ConnectionError("SQS unreachable")
         super().send(messages)
+
+
+def sqs_event(*bodies: str) -> dict[str, Any]:
+    """An SQS event for the support-triage handler, one record per body (message ids are UUIDs of n)."""
+    return {
+        "Records": [
+            {
+                "messageId": str(uuid.UUID(int=n)),
+                "receiptHandle": f"r{n}",
+                "body": body,
+                "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:support-triage",
+                "awsRegion": "eu-west-1",
+            }
+            for n, body in enumerate(bodies)
+        ]
+    }
