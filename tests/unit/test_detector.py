@@ -24,6 +24,7 @@ def _state(d: SeasonalEWMA) -> dict[str, npt.NDArray[np.generic]]:
         name: getattr(d, name).copy()
         for name in (
             "baseline_",
+            "undo_",
             "mean_",
             "var_",
             "count_",
@@ -169,15 +170,16 @@ def test_given_bad_arguments_then_the_detector_refuses_them() -> None:
 # --- warm-up ------------------------------------------------------------------------------------------------
 
 
-def test_given_a_new_series_then_it_is_not_ready_before_a_season_plus_the_warmup_updates() -> None:
+def test_given_a_new_series_then_it_is_not_ready_before_two_seasons() -> None:
     d = SeasonalEWMA(season_length=DAY).resize(1)
-    assert d.warmup_updates == 7  # a seventh of a day is less than the minimum of 7
-    assert SeasonalEWMA(season_length=168).warmup_updates == 24
+    assert d.warmup_updates == DAY  # a season of residual updates
+    assert SeasonalEWMA(season_length=168).warmup_updates == 168
+    assert SeasonalEWMA(season_length=4).warmup_updates == 7  # never fewer than 7
 
-    ready = [bool(_one(d, t, 100.0 + t % 3).ready[0]) for t in range(3 * DAY)]
+    ready = [bool(_one(d, t, 100.0 + t % 3).ready[0]) for t in range(4 * DAY)]
 
     first_ready = ready.index(True)
-    assert first_ready == DAY + 7  # one season to seed every phase, then 7 residual updates
+    assert first_ready == 2 * DAY  # one season to seed every phase, then a season of residual updates
     assert all(ready[first_ready:])
 
 
@@ -208,7 +210,7 @@ def test_given_clean_seasonal_traffic_with_noise_then_alerts_stay_rare_after_war
                 scores.append(result.score[0])
     scores_ = np.abs(np.array(scores))
 
-    assert len(scores_) > 8 * 19 * DAY
+    assert len(scores_) == 8 * 19 * DAY  # ready from the third day on
     # Pure Poisson noise: a few false exceedances per thousand points at most, none of them extreme.
     assert np.mean(scores_ >= 3) < 0.02
     assert scores_.max() < 8
@@ -344,6 +346,9 @@ def test_property_the_state_stays_finite_for_any_finite_non_negative_series(
         assert (d.var_ >= 0).all()
         seen = ~np.isnan(d.baseline_)
         assert np.isfinite(d.baseline_[seen]).all()
+        kept = ~np.isnan(d.undo_)  # an imprint is only kept where a seen phase learned from an outlier
+        assert np.isfinite(d.undo_[kept]).all()
+        assert seen[kept].all()
         assert seen[: min(t + 1, season)].all()  # a phase once seen stays seeded
         if t >= season:  # every phase seeded: there is a score and an expectation
             assert np.isfinite(result.score[0])
@@ -424,6 +429,65 @@ def test_given_a_slow_drift_then_the_slow_chart_flags_it_while_single_periods_lo
 
     assert np.sum(scores < -3) < 5  # the fast level follows the drift
     assert np.any(sustained[: 3 * DAY] < -3)  # the slow chart does not
+
+
+_WEEK = np.array([1.0, 1.1, 1.05, 1.0, 0.95, 0.7, 0.6])
+
+
+def _daily(seed: int, weeks: int, factor: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Daily counts around 10,000 with a weekly profile, 5% day-to-day wobble, times ``factor``."""
+    rng = np.random.default_rng(seed)
+    expected = np.tile(10_000 * _WEEK, weeks) * factor * rng.lognormal(0.0, 0.05, 7 * weeks)
+    return rng.poisson(expected).astype(np.float64)
+
+
+def _factor(days: int, start: int, factor: float, length: int | None = None) -> npt.NDArray[np.float64]:
+    """1 everywhere, ``factor`` from ``start`` for ``length`` days (for good when None)."""
+    out = np.ones(days)
+    out[start : None if length is None else start + length] = factor
+    return out
+
+
+def _burst_run(seed: int, factor: npt.NDArray[np.float64], forget: bool = False) -> npt.NDArray[np.float64]:
+    """Scores of ten weeks of daily data; ``forget`` wipes the kept rows after day 45."""
+    values = _daily(seed, 10, factor)
+    d = SeasonalEWMA(season_length=7).resize(1)
+    results = _run(d, values[:45])
+    if forget:
+        d.undo_[:] = np.nan
+    results += _run(d, values[45:], start=45)
+    return np.array([r.score[0] for r in results])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_given_a_three_day_burst_then_a_season_later_its_phases_expect_the_old_level(seed: int) -> None:
+    bots = _factor(70, 42, 3.0, length=3)  # six clean weeks, three days of bot traffic (x3), clean again
+
+    scores = _burst_run(seed, bots)
+    forgotten = _burst_run(seed, bots, forget=True)  # what it would be without the kept rows
+
+    assert (scores[42:45] > 3.5).all()  # the burst is flagged
+    # Its third day was learned as a new level: without the old row it echoes a season later, and
+    # for weeks while the clipped learning unwinds it; with it, nothing.
+    assert forgotten[51] < -3.5
+    assert np.sum(np.abs(forgotten[49:]) > 3.5) >= 2
+    assert np.sum(np.abs(scores[49:]) > 3.5) == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_given_a_lasting_level_shift_then_its_imprints_stay(seed: int) -> None:
+    shift = _factor(70, 42, 1.5)  # +50% for good from day 42
+    values = _daily(seed, 10, shift)
+    d = SeasonalEWMA(season_length=7).resize(1)
+    results = _run(d, values)
+    scores = np.array([r.score[0] for r in results])
+    expected = np.array([r.expected[0] for r in results])
+
+    assert (scores[42:44] > 3.5).all()  # the onset is flagged
+    assert np.sum(np.abs(scores[49:]) > 3.5) == 0  # a season later the new level is the normal one
+    old_level = np.tile(10_000 * _WEEK, 10)
+    assert (expected[49:] > 1.25 * old_level[49:]).all()  # no phase went back to the old level
+    assert np.isnan(d.undo_[:, 0]).sum() >= 6  # imprints settle when their phase comes round again
 
 
 def test_given_clean_traffic_then_the_slow_chart_stays_quiet() -> None:

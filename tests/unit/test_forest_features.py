@@ -248,6 +248,19 @@ def test_given_only_warmup_and_late_totals_then_the_frame_is_empty_and_can_be_wi
     assert frame.unusable_rows == 2
 
 
+def test_given_warmup_totals_with_an_expectation_then_they_are_periods_of_the_frame() -> None:
+    # The second season of a series: a baseline exists, the series may not alert yet, the forest learns.
+    rows = [
+        Row(_at(0), "clicks", "10", "", status="warmup"),  # first season: no baseline
+        Row(_at(1), "clicks", "12", "11", status="warmup"),
+        Row(_at(2), "clicks", "9", "10", status="scored"),
+    ]
+    frame = _frame_of(rows, config=ACME)
+
+    assert [p.isoformat() for p in frame.periods] == [_at(1), _at(2)]
+    assert frame.unusable_rows == 1
+
+
 # --- properties of feature_frame and the transform --------------------------------------------------------
 
 _PERIODS = [_at(h) for h in range(10)]
@@ -290,14 +303,19 @@ def test_property_one_feature_row_per_period_with_a_usable_total(
     rows = [r for rows in objects for r in rows]
     kept: dict[tuple[str, str], Row] = {}  # a period and metric scored twice keeps its last row
     for r in rows:
-        if not r.dimension and r.status in ("scored", "calendar") and r.metric in features:
+        usable = r.status in ("scored", "calendar") or (
+            r.status == "warmup" and not math.isnan(_cell(r.expected))
+        )
+        if not r.dimension and usable and r.metric in features:
             kept[(r.period, r.metric)] = r
     periods = sorted({p for p, _ in kept})
     assume(kept)  # no usable total at all: see the warm-up-only test below
 
     frame = _frame_of(*objects, config=config)
 
-    assert [p.isoformat() for p in frame.periods] == periods  # late and warmup rows are no periods
+    assert [
+        p.isoformat() for p in frame.periods
+    ] == periods  # late rows and warmup rows with no expectation are no periods
     assert frame.periods.is_unique
     assert list(frame.calendar) == [
         any(r.status == "calendar" for (q, _), r in kept.items() if q == p) for p in periods

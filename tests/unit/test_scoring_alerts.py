@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import struct
+import zlib
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -15,16 +17,17 @@ import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
 from kpi_sentinel.adapters.memory import MemoryControl
-from kpi_sentinel.alerts import alert_id, build_alerts, classify, contributors, snooze_matches
+from kpi_sentinel.alerts import alert_id, build_alerts, classify, contributors, slice_share, snooze_matches
 from kpi_sentinel.config import (
     OTHER_SLICE,
+    SLICE_MIN_SHARE,
     IntegrationConfig,
     MetricSpec,
     RatioSpec,
     infer_config,
 )
 from kpi_sentinel.parsing import ValidRow, parse_sync_key, read_table, validate_rows
-from kpi_sentinel.scoring import IntegrationState, ScoredPoint, Series, aggregate
+from kpi_sentinel.scoring import STATE_FORMAT, IntegrationState, ScoredPoint, Series, aggregate
 
 HOUR = 3600
 T0 = datetime(2026, 9, 1, tzinfo=UTC)
@@ -234,6 +237,7 @@ def test_given_a_saved_state_when_restored_then_it_scores_the_next_periods_the_s
     assert (first.detector.transform_[ratio], first.detector.transform_[count]) == (1, 0)  # identity, ssqrt
     # The phase window and chart weight are hyperparameters of the granularity, not stored state.
     assert (first.detector.phase_window, first.detector.chart_lambda) == (0, 0.25)  # hourly
+    np.testing.assert_array_equal(first.detector.undo_, original.detector.undo_.astype(np.float32))
     a, b, c = (_as_arrays(_score(s, following)) for s in (first, second, original))
     for field in a:
         np.testing.assert_array_equal(a[field], b[field], err_msg=field)  # restores are identical
@@ -243,6 +247,30 @@ def test_given_a_saved_state_when_restored_then_it_scores_the_next_periods_the_s
     for field in ("expected", "lower", "upper", "score"):
         # Baselines are stored as float32 (a smaller state item): equal to ~7 significant digits.
         np.testing.assert_allclose(a[field], c[field], rtol=1e-4, atol=1e-4, err_msg=field)
+
+
+def _without_last_array(blob: bytes) -> bytes:
+    """The blob as a release that did not store its last array yet would have written it."""
+    payload = zlib.decompress(blob[len(STATE_FORMAT) :])
+    (meta_len,) = struct.unpack(">I", payload[:4])
+    meta = json.loads(payload[4 : 4 + meta_len])
+    dtype, shape = meta["arrays"].pop()
+    dropped = np.dtype(dtype).itemsize * math.prod(shape)
+    arrays = payload[4 + meta_len : len(payload) - dropped]
+    meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
+    return STATE_FORMAT + zlib.compress(struct.pack(">I", len(meta_bytes)) + meta_bytes + arrays)
+
+
+def test_given_a_state_saved_before_imprints_were_kept_then_it_loads_with_nothing_to_undo() -> None:
+    state = IntegrationState(_STATE_CONFIG, HOUR)
+    _score(state, _traffic_rows(2))
+    state.detector.undo_[3, 0] = 1.5  # an imprint the older release would not have stored
+
+    restored = IntegrationState.from_bytes(_without_last_array(state.to_bytes()))
+
+    assert restored.detector.undo_.shape == state.detector.baseline_.shape
+    assert np.isnan(restored.detector.undo_).all()
+    np.testing.assert_array_equal(restored.detector.cvar_, state.detector.cvar_)
 
 
 def test_given_a_blob_that_is_not_a_state_then_restoring_it_fails_loudly() -> None:
@@ -403,6 +431,33 @@ def test_given_a_slice_crater_the_total_hides_then_the_slice_alerts_on_its_own()
     assert (
         alerts[0]["summary"] == "NGR for source tiktok dropped 88% vs the 7-day baseline (5 vs 40 expected)"
     )
+
+
+def test_given_a_slice_change_too_small_for_its_total_then_the_slice_does_not_alert() -> None:
+    # 27 EUR of a 10,000 EUR total is 0.27%: many deviations out for a tiny source, noise for its readers.
+    tiny = [_point(NGR, 9990, 10_000, -0.5), _point(_source("bing-cpc"), 0, 27, -21)]
+    # 200 EUR is 2%: a source that matters.
+    small = [_point(NGR, 9800, 10_000, -0.5), _point(_source("bing-cpc"), 0, 200, -21)]
+    # No total in the period: nothing to compare with, so the slice speaks for itself.
+    alone = [_point(_source("bing-cpc"), 0, 27, -21)]
+
+    assert SLICE_MIN_SHARE == 0.01
+    assert build_alerts(ACME, HOUR, tiny, "k") == []
+    assert [a["dimension_value"] for a in build_alerts(ACME, HOUR, small, "k")] == ["bing-cpc"]
+    assert [a["dimension_value"] for a in build_alerts(ACME, HOUR, alone, "k")] == ["bing-cpc"]
+
+
+def test_given_a_ratio_slice_then_its_share_is_weighted_by_volume() -> None:
+    total = _point(("conversion", "", ""), 0.05, 0.05, 0.0, volume=100_000)
+    # Conversion halved in a source with 500 of 100,000 clicks: 0.025 × 500 / (0.05 × 100,000) = 0.25%.
+    small = _point(("conversion", "source", "niche"), 0.025, 0.05, -6, volume=500)
+    # The same halving with 5,000 clicks is 2.5% of the total's conversions.
+    big = _point(("conversion", "source", "broad"), 0.025, 0.05, -6, volume=5_000)
+
+    assert slice_share(small, total, ratio=True) == pytest.approx(0.0025)
+    assert slice_share(big, total, ratio=True) == pytest.approx(0.025)
+    assert slice_share(big, None, ratio=True) is None
+    assert slice_share(big, _point(("conversion", "", ""), 0.0, 0.0, 0.0, volume=0), ratio=True) is None
 
 
 def test_given_a_slice_crater_under_a_rising_total_then_the_crater_is_not_swallowed() -> None:

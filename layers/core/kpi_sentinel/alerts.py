@@ -3,7 +3,8 @@
 Grouping: when a metric's total alerts in a period, its slices that moved become the alert's
 *contributors* instead of alerts of their own; a slice alerts on its own only when the total did not
 (a crater in a small source that the total hides) or when it moved the other way (a crater under a
-rising total).
+rising total), and only when its change is at least ``SLICE_MIN_SHARE`` of the total (see
+:func:`slice_share`).
 
 The threshold is the metric's own when it has one (an operator's override or its spec), else the
 integration's (:meth:`IntegrationConfig.threshold_for`).
@@ -25,7 +26,14 @@ from typing import Any
 from kpi_sentinel.alert_ids import SCHEMA_VERSION as SCHEMA_VERSION
 from kpi_sentinel.alert_ids import alert_id as alert_id
 from kpi_sentinel.alert_ids import snooze_matches as snooze_matches
-from kpi_sentinel.config import SUSTAINED_MIN_SCORE, IntegrationConfig, MetricSpec, RateSpec, RatioSpec
+from kpi_sentinel.config import (
+    SLICE_MIN_SHARE,
+    SUSTAINED_MIN_SCORE,
+    IntegrationConfig,
+    MetricSpec,
+    RateSpec,
+    RatioSpec,
+)
 from kpi_sentinel.scoring import ScoredPoint, Series, period_start
 
 CRITICAL_CHANGE = 0.30
@@ -99,6 +107,23 @@ def classify(
     change = percent_change(point.observed, point.expected)
     big = change is None or abs(change) >= CRITICAL_CHANGE * 100
     return ("critical" if abs(point.score) >= 2 * threshold and big else "warning"), direction
+
+
+def slice_share(point: ScoredPoint, total: ScoredPoint | None, ratio: bool) -> float | None:
+    """The slice's change as a share of its metric's total (the larger of its observed and expected;
+    for a ratio both weighted by their volumes); None when there is no total to compare with.
+
+    >>> total = ScoredPoint(0, ("ngr", "", ""), 9000.0, 10000.0, 0, 0, -3.0, True, 0.0)
+    >>> tiny = ScoredPoint(0, ("ngr", "source", "bing"), 0.0, 27.0, 0, 0, -21.0, True, 0.0)
+    >>> slice_share(tiny, total, ratio=False)
+    0.0027
+    """
+    if total is None or not math.isfinite(total.expected) or not math.isfinite(total.observed):
+        return None
+    scale = max(abs(total.observed), abs(total.expected)) * (total.volume if ratio else 1.0)
+    if scale <= 0:
+        return None
+    return abs(point.observed - point.expected) * (point.volume if ratio else 1.0) / scale
 
 
 def _weight(point: ScoredPoint, ratio: bool) -> float:
@@ -187,7 +212,10 @@ def build_alerts(
             verdict = classify(point, spec, threshold, config.confirm)
             # A slice that moved with an alerting total is one of its contributors; a slice that moved
             # the other way is not explained by it (a crater under a rising total) and alerts on its own.
-            if verdict and not (total_verdict and verdict[1] == total_verdict[1]):
+            if not verdict or (total_verdict and verdict[1] == total_verdict[1]):
+                continue
+            share = slice_share(point, total, _is_ratio(spec))
+            if share is None or share >= SLICE_MIN_SHARE:
                 alerts.append(
                     _alert(config, granularity, point, spec, threshold, verdict, [], label, sync_key)
                 )

@@ -350,6 +350,7 @@ class IntegrationState:
             d.slow_.astype(np.float64),
             d.chart_.astype(np.float64),
             d.cvar_.astype(np.float64),
+            d.undo_.astype(np.float32),
         ]
         meta = {
             "config": self.config.to_dict(),
@@ -395,4 +396,5 @@ class IntegrationState:
         d.slow_, d.chart_, d.cvar_ = (
             loaded[k].copy() if len(loaded) > k else np.zeros(n, dtype=np.float64) for k in (8, 9, 10)
         )
+        d.undo_ = loaded[11].astype(np.float64) if len(loaded) > 11 else np.full_like(d.baseline_, np.nan)
         return state

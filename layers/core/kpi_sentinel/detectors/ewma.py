@@ -24,7 +24,9 @@ score is the deviation in standard deviations. Once warmed up, an observation th
 winsorised before it updates the state, so one spike does not blind the detector for days; a series
 that stays out of band on one side for ``adapt_periods`` has a new level, which it then learns in full.
 A phase's baseline absorbs ``seasonal_smoothing`` of the level correction when it is updated (not all
-of it, which would count a level shift twice one season later).
+of it, which would count a level shift twice one season later). What an outlier taught its phase is
+provisional (``undo_[p, s]``, the row before it): if the phase's next observation is back where the old
+row expects, the old row returns, so three days of bot traffic leave no echo one season later.
 
 The *slow chart* (``sustained`` in :class:`StepResult`) catches what the fast level absorbs: the
 residual against the baseline and a slow level (``slow_alpha``, default ``alpha / 25``), smoothed over
@@ -133,8 +135,13 @@ class SeasonalEWMA:
 
     @property
     def warmup_updates(self) -> int:
-        """Residual updates a series needs before it may alert (default: a seventh of a season, ≥ 7)."""
-        return self.warmup if self.warmup is not None else max(7, self.season_length // 7)
+        """Residual updates a series needs before it may alert (default: a season's, at least 7).
+
+        The first season only seeds the baselines, so a series may alert from its third season on:
+        a baseline learned from one observation per phase alerts on its own noise (hourly data alerted
+        9 times in its second week in the quality benchmark before this was a season, not a seventh).
+        """
+        return self.warmup if self.warmup is not None else max(7, self.season_length)
 
     @property
     def adapt_periods(self) -> int:
@@ -163,6 +170,7 @@ class SeasonalEWMA:
         zeros = np.zeros(grow, dtype=np.float64)
         if old is None:
             self.baseline_: FloatArray = baseline
+            self.undo_: FloatArray = baseline.copy()
             self.mean_: FloatArray = zeros
             self.var_: FloatArray = zeros.copy()
             self.count_: IntArray = np.zeros(grow, dtype=np.int64)
@@ -174,6 +182,7 @@ class SeasonalEWMA:
             self.cvar_: FloatArray = zeros.copy()
         else:
             self.baseline_ = np.hstack([self.baseline_, baseline])
+            self.undo_ = np.hstack([self.undo_, baseline])
             self.mean_ = np.concatenate([self.mean_, zeros])
             self.var_ = np.concatenate([self.var_, zeros])
             self.count_ = np.concatenate([self.count_, np.zeros(grow, dtype=np.int64)])
@@ -188,6 +197,7 @@ class SeasonalEWMA:
     def select(self, keep: IntArray) -> SeasonalEWMA:
         """Keep only the series at positions ``keep`` (in that order)."""
         self.baseline_ = self.baseline_[:, keep]
+        self.undo_ = self.undo_[:, keep]
         self.mean_ = self.mean_[keep]
         self.var_ = self.var_[keep]
         self.count_ = self.count_[keep]
@@ -213,6 +223,31 @@ class SeasonalEWMA:
         total = np.where(seen, rows, 0.0).sum(axis=0)
         count = np.maximum(seen.sum(axis=0), 1)
         return np.where(raw == raw, total / count, np.nan)
+
+    def _settle_imprint(
+        self, phase: int, y: FloatArray, takes: BoolArray, raw: FloatArray, base: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """Undo an outlier's imprint on ``phase`` when, one season later, the series is back where it was.
+
+        A period out of band still moves its phase's baseline (a clipped step, or in full once the series
+        is judged to have a new level), so a three-day burst of bot traffic or a one-off payment leaves a
+        wrong expectation at that phase for seasons to come: a false alarm on the other side one season
+        later, repeated while the clipped learning unwinds it. So the row as it was before the outlier is
+        kept (``undo_``) until the phase's next observation: if that is closer to the expectation the
+        old row gives than to the current one, the old row is restored before scoring; either way the
+        imprint is then settled. Returns the phase's row and the baseline the expectation uses.
+        """
+        undo = self.undo_[phase]
+        pending = takes & (undo == undo)
+        if not pending.any():
+            return raw, base
+        alternative = np.where(pending, undo, raw)
+        self.baseline_[phase] = alternative
+        alt_base = self._smoothed_baseline(phase, alternative)
+        self.baseline_[phase] = raw
+        restore = pending & (np.abs(y - alt_base - self.mean_) < np.abs(y - base - self.mean_))
+        self.undo_[phase] = np.where(takes, np.nan, undo)
+        return np.where(restore, alternative, raw), np.where(restore, alt_base, base)
 
     def step(
         self,
@@ -242,6 +277,8 @@ class SeasonalEWMA:
         y = np.where(identity, x, ssqrt(x))
         raw_base = self.baseline_[phase].copy()
         base = self._smoothed_baseline(phase, raw_base)
+        takes = observed if learn is None else observed & learn
+        raw_base, base = self._settle_imprint(phase, y, takes, raw_base, base)
         seeded = observed & (base == base)
 
         variance = np.maximum(self.var_, self.sd_floor**2)
@@ -300,6 +337,9 @@ class SeasonalEWMA:
         )
         self.chart_ = np.where(seeded, np.where(shifted, 0.0, chart), self.chart_)
         self.count_ += seeded
+        # An outlier's imprint on its phase is provisional (see _settle_imprint): remember the row before it.
+        imprinted = seeded & ready & (np.abs(deviation) > band)
+        self.undo_[phase] = np.where(imprinted, raw_base, self.undo_[phase])
         self.baseline_[phase] = np.where(observed, cleaned, raw_base)
         self.last_index_[observed] = period_index
 

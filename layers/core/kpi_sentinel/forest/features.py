@@ -15,7 +15,9 @@ Each feature is then robust-scaled (median, IQR) on the training window, so one 
 set the scale. What the forest adds to the EWMA is the *joint* view: clicks flat while conversions
 crater is one isolated point in this space even when no single series is past its threshold.
 
-Rows the scorer marked ``warmup`` (no baseline yet) are not usable; ``late`` rows are not periods of
+Rows the scorer marked ``warmup`` are usable once they have an expectation (a series warms up for two
+seasons before it may alert, but from its second season on its residuals are what the forest learns
+from); the first season's, with no baseline yet, are not. ``late`` rows are not periods of
 their own; ``calendar`` rows (known campaigns, holidays) are kept out of training and their alerts are
 suppressed.
 """
@@ -187,7 +189,10 @@ def feature_frame(history: pd.DataFrame, config: IntegrationConfig | None) -> Fe
         return FeatureFrame(empty.index, empty, empty.copy(), np.zeros(0, dtype=bool), {})  # type: ignore[arg-type]
     totals = history[history["dimension"].fillna("") == ""]
     late = int((totals["status"] == "late").sum())
-    usable = totals[totals["status"].isin(USABLE_STATUSES)]
+    expected_known = pd.to_numeric(totals["expected"], errors="coerce").notna()
+    usable = totals[
+        totals["status"].isin(USABLE_STATUSES) | ((totals["status"] == "warmup") & expected_known)
+    ]
     unusable = len(totals) - late - len(usable)
     kinds = feature_kinds(config, usable["metric"].unique())
     usable = usable[usable["metric"].isin(list(kinds))]
