@@ -183,6 +183,22 @@ def test_given_a_new_series_then_it_is_not_ready_before_two_seasons() -> None:
     assert all(ready[first_ready:])
 
 
+def test_given_the_second_season_then_outliers_are_clipped_before_the_series_may_alert() -> None:
+    d = SeasonalEWMA(season_length=DAY).resize(1)
+    assert (d.robust_updates, SeasonalEWMA(season_length=168).robust_updates) == (7, 24)
+    assert SeasonalEWMA(season_length=DAY, warmup=3).robust_updates == 3  # never after the warm-up
+    values = _hourly_traffic(2, days=2)
+    _run(d, values[: DAY + 10])  # seeded, and 10 residual updates: robust, not ready
+    mean, band = d.mean_[0], d.threshold * np.sqrt(max(d.var_[0], d.sd_floor**2))
+    spike = d.step(DAY + 10, np.array([values[DAY + 10] * 20]))
+
+    assert not spike.ready[0]
+    assert spike.sustained is not None
+    assert np.isnan(spike.sustained[0])
+    assert spike.score[0] > 10 * d.threshold  # scored all the same
+    assert d.mean_[0] - mean == pytest.approx(0.1 * band)  # the level learned the clipped deviation
+
+
 def test_given_a_phase_never_seen_then_it_is_not_ready_there_even_after_warmup() -> None:
     d = SeasonalEWMA(season_length=4, warmup=0).resize(1)
     for t in (0, 1, 2):  # phase 3 is missing in the first season

@@ -140,8 +140,16 @@ class SeasonalEWMA:
         The first season only seeds the baselines, so a series may alert from its third season on:
         a baseline learned from one observation per phase alerts on its own noise (hourly data alerted
         9 times in its second week in the quality benchmark before this was a season, not a seventh).
+        Learning turns robust sooner (:attr:`robust_updates`).
         """
         return self.warmup if self.warmup is not None else max(7, self.season_length)
+
+    @property
+    def robust_updates(self) -> int:
+        """Residual updates after which outliers are clipped before they teach the state (a seventh of a
+        season, at least 7, and never more than ``warmup_updates``): learning is robust well before a
+        series may alert, so what it learns in its second season is not bent by one outlier."""
+        return min(self.warmup_updates, max(7, self.season_length // 7))
 
     @property
     def adapt_periods(self) -> int:
@@ -288,7 +296,8 @@ class SeasonalEWMA:
         center = base + self.mean_  # NaN where the phase was never seen
         deviation = np.where(seeded, y - center, 0.0)
         score = np.where(seeded, deviation / sd, np.nan)
-        ready = seeded & (self.count_ >= self.warmup_updates)
+        ready = seeded & (self.count_ >= self.warmup_updates)  # may alert
+        robust = seeded & (self.count_ >= self.robust_updates)  # learns with outliers clipped
 
         band = self.threshold * sd
         # The slow chart: residual against the baseline and a slow level (``slow_alpha``), smoothed over a
@@ -306,11 +315,11 @@ class SeasonalEWMA:
             seeded = seeded & learn
         # Once warmed up, clip what an outlier may teach the state (robustness), unless the series has
         # stayed out of band on one side long enough to be a new level (adaptation); before, learn freely.
-        side = np.where(deviation > band, 1, np.where(deviation < -band, -1, 0)) * ready
+        side = np.where(deviation > band, 1, np.where(deviation < -band, -1, 0)) * robust
         same = (side != 0) & (np.sign(self.run_) == side)
         self.run_ = np.where(seeded, np.where(same, self.run_ + side, side), self.run_)
         shifted = np.abs(self.run_) >= self.adapt_periods
-        clipped = np.where(ready, np.clip(deviation, -band, band), deviation)
+        clipped = np.where(robust, np.clip(deviation, -band, band), deviation)
         taught = np.where(shifted, deviation, clipped)  # the variance only ever learns the clipped one
         # The phase's baseline moves towards the cleaned observation; the level correction stays in mean_.
         absorbed = np.where(seeded, self.seasonal_smoothing * (self.mean_ + taught), 0.0)
@@ -322,7 +331,7 @@ class SeasonalEWMA:
         var_alpha = self.alpha if self.variance_alpha is None else self.variance_alpha
         var_rate = np.where(seeded, np.maximum(var_alpha, start), 0.0)
         slow_rate = np.where(seeded, np.maximum(self.slow_alpha or self.alpha / 25.0, start), 0.0)
-        slow_taught = np.where(ready, np.clip(slow_residual, -band, band), slow_residual)
+        slow_taught = np.where(robust, np.clip(slow_residual, -band, band), slow_residual)
         self.mean_ += rate * taught
         self.var_ = np.where(seeded, (1.0 - var_rate) * (self.var_ + var_rate * clipped * clipped), self.var_)
         # A level the fast path accepted as new is the slow path's level too; otherwise the slow level
@@ -330,7 +339,7 @@ class SeasonalEWMA:
         slow = self.slow_ + slow_rate * slow_taught - absorbed / self.season_length
         self.slow_ = np.where(seeded, np.where(shifted, self.mean_, slow), self.slow_)
         learned_chart = np.where(
-            ready, np.clip(chart, -self.threshold * chart_sd, self.threshold * chart_sd), chart
+            robust, np.clip(chart, -self.threshold * chart_sd, self.threshold * chart_sd), chart
         )
         self.cvar_ = np.where(
             seeded, (1.0 - var_rate) * (self.cvar_ + var_rate * learned_chart * learned_chart), self.cvar_
@@ -338,7 +347,7 @@ class SeasonalEWMA:
         self.chart_ = np.where(seeded, np.where(shifted, 0.0, chart), self.chart_)
         self.count_ += seeded
         # An outlier's imprint on its phase is provisional (see _settle_imprint): remember the row before it.
-        imprinted = seeded & ready & (np.abs(deviation) > band)
+        imprinted = robust & (np.abs(deviation) > band)
         self.undo_[phase] = np.where(imprinted, raw_base, self.undo_[phase])
         self.baseline_[phase] = np.where(observed, cleaned, raw_base)
         self.last_index_[observed] = period_index
