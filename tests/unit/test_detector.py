@@ -490,6 +490,20 @@ def test_given_a_three_day_burst_then_a_season_later_its_phases_expect_the_old_l
     assert np.sum(np.abs(scores[49:]) > 3.5) == 0
 
 
+def test_given_a_calendar_period_then_it_neither_leaves_nor_settles_an_imprint() -> None:
+    values = _daily(0, 8, _factor(56, 42, 3.0, length=1))  # a burst on day 42
+    d = SeasonalEWMA(season_length=7).resize(1)
+    _run(d, values[:43])
+    kept = d.undo_[0, 0]  # day 42's phase keeps its row from before the burst
+    assert np.isfinite(kept)
+
+    # A campaign from the calendar on that phase a season later, far out of band: scored, not learned.
+    d.step(49, np.array([values[49] * 3]), learn=np.array([False]))
+
+    assert d.undo_[0, 0] == kept
+    assert np.isnan(d.undo_[1:, 0]).all()
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_given_a_lasting_level_shift_then_its_imprints_stay(seed: int) -> None:
     shift = _factor(70, 42, 1.5)  # +50% for good from day 42

@@ -218,7 +218,7 @@ class SeasonalEWMA:
         return self
 
     def _smoothed_baseline(self, phase: int, raw: FloatArray) -> FloatArray:
-        """The baseline the expectation uses at ``phase`` (``raw`` is the phase's own row).
+        """The baseline the expectation uses at ``phase``, with ``raw`` as the phase's own row.
 
         The average of the seen phases within ``phase_window`` of ``phase`` (circularly: the season
         wraps), NaN where the phase itself was never seen; ``raw`` itself without a window.
@@ -227,6 +227,7 @@ class SeasonalEWMA:
         if h <= 0:
             return raw
         rows = self.baseline_[(phase + np.arange(-h, h + 1)) % self.season_length]
+        rows[h] = raw  # a copy (fancy indexing): the phase's row as the caller has it
         seen = rows == rows  # NaN != NaN
         total = np.where(seen, rows, 0.0).sum(axis=0)
         count = np.maximum(seen.sum(axis=0), 1)
@@ -250,9 +251,7 @@ class SeasonalEWMA:
         if not pending.any():
             return raw, base
         alternative = np.where(pending, undo, raw)
-        self.baseline_[phase] = alternative
         alt_base = self._smoothed_baseline(phase, alternative)
-        self.baseline_[phase] = raw
         restore = pending & (np.abs(y - alt_base - self.mean_) < np.abs(y - base - self.mean_))
         self.undo_[phase] = np.where(takes, np.nan, undo)
         return np.where(restore, alternative, raw), np.where(restore, alt_base, base)
@@ -313,8 +312,9 @@ class SeasonalEWMA:
         if learn is not None:  # scored above; from here on only what may be learned
             observed = observed & learn
             seeded = seeded & learn
-        # Once warmed up, clip what an outlier may teach the state (robustness), unless the series has
-        # stayed out of band on one side long enough to be a new level (adaptation); before, learn freely.
+        # From ``robust_updates`` on, clip what an outlier may teach the state (robustness), unless the
+        # series has stayed out of band on one side long enough to be a new level (adaptation); before,
+        # learn freely.
         side = np.where(deviation > band, 1, np.where(deviation < -band, -1, 0)) * robust
         same = (side != 0) & (np.sign(self.run_) == side)
         self.run_ = np.where(seeded, np.where(same, self.run_ + side, side), self.run_)
@@ -347,7 +347,7 @@ class SeasonalEWMA:
         self.chart_ = np.where(seeded, np.where(shifted, 0.0, chart), self.chart_)
         self.count_ += seeded
         # An outlier's imprint on its phase is provisional (see _settle_imprint): remember the row before it.
-        imprinted = robust & (np.abs(deviation) > band)
+        imprinted = seeded & robust & (np.abs(deviation) > band)  # learned (not a calendar period)
         self.undo_[phase] = np.where(imprinted, raw_base, self.undo_[phase])
         self.baseline_[phase] = np.where(observed, cleaned, raw_base)
         self.last_index_[observed] = period_index
