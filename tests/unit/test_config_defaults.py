@@ -38,14 +38,15 @@ def test_given_an_invalid_value_then_the_error_names_the_field(field: str, value
 
 
 @pytest.mark.parametrize(
-    ("granularity", "phase_window", "chart_lambda"),
-    [("5min", 2, 0.1), ("hour", 0, 0.25), ("day", 0, 0.25)],
+    ("granularity", "phase_window", "chart_lambda", "spread_growth"),
+    [("5min", 2, 0.1, 0.03), ("hour", 0, 0.25, None), ("day", 0, 0.25, None)],
 )
-def test_given_a_granularity_then_the_production_detector_gets_its_phase_window_and_chart_weight(
-    granularity: str, phase_window: int, chart_lambda: float
+def test_given_a_granularity_then_the_production_detector_gets_its_phase_window_and_chart_settings(
+    granularity: str, phase_window: int, chart_lambda: float, spread_growth: float | None
 ) -> None:
     config = IntegrationConfig.from_dict({"integration_id": "x", "granularity": granularity})
 
     detector = seasonal_ewma(config)
 
     assert (detector.phase_window, detector.chart_lambda) == (phase_window, chart_lambda)
+    assert detector.chart_spread_growth == spread_growth

@@ -589,3 +589,101 @@ def test_given_small_counts_with_a_smooth_profile_then_a_phase_window_learns_les
 def test_given_a_negative_phase_window_then_the_detector_refuses_it() -> None:
     with pytest.raises(ValueError, match="phase_window"):
         SeasonalEWMA(season_length=7, phase_window=-1)
+
+
+# --- the slow chart's spread growth cap ----------------------------------------------------------------------
+
+_FIVE_MIN_DAY = 288
+
+
+def _five_minute_ftds(
+    seed: int, days: int, crater_start: int, crater_periods: int
+) -> npt.NDArray[np.float64]:
+    """About 2-9 FTDs per 5 minutes on a daily profile, with a -66% crater on the last day."""
+    t = np.arange(_FIVE_MIN_DAY * days)
+    rate = 2.0 + 7.0 * np.sin(np.pi * (t % _FIVE_MIN_DAY) / _FIVE_MIN_DAY) ** 2
+    first = _FIVE_MIN_DAY * (days - 1) + crater_start
+    rate[first : first + crater_periods] *= 0.34
+    return np.random.default_rng(seed).poisson(rate).astype(np.float64)
+
+
+def _five_minute_detector(growth: float | None) -> SeasonalEWMA:
+    return SeasonalEWMA(
+        season_length=_FIVE_MIN_DAY,
+        threshold=4.0,
+        phase_window=2,
+        chart_lambda=0.1,
+        chart_spread_growth=growth,
+    ).resize(1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_given_a_two_hour_crater_in_small_counts_then_a_capped_chart_spread_flags_it_and_an_unbounded_one_less(
+    seed: int,
+) -> None:
+    # Each period of the crater is about 2 SD low, which no single period shows; the chart is past 4 once
+    # its spread cannot grow as fast as the crater would teach it.
+    counts = _five_minute_ftds(seed, days=8, crater_start=132, crater_periods=26)
+    window = slice(_FIVE_MIN_DAY * 7 + 132, _FIVE_MIN_DAY * 7 + 132 + 26)
+    low = {}
+    for growth in (0.03, None):
+        results = _run(_five_minute_detector(growth), counts)
+        sustained = np.array([r.sustained[0] if r.sustained is not None else NAN for r in results])
+        low[growth] = float(np.nanmin(sustained[window]))
+
+    assert low[0.03] < -4.0
+    assert low[0.03] < low[None] - 0.5
+
+
+def _wobbling_counts(seed: int, days: int) -> npt.NDArray[np.float64]:
+    """16-72 events per 5 minutes on a daily profile, each hour ±10% off it at random (lognormal)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(_FIVE_MIN_DAY * days)
+    rate = 16.0 + 56.0 * np.sin(np.pi * (t % _FIVE_MIN_DAY) / _FIVE_MIN_DAY) ** 2
+    hourly = np.repeat(rng.lognormal(0.0, 0.1, size=days * 24), 12)
+    return rng.poisson(rate * hourly).astype(np.float64)
+
+
+def test_given_hourly_wobble_then_a_capped_chart_spread_stays_quiet_and_a_ten_times_tighter_cap_does_not() -> (
+    None
+):
+    # The spread must still follow normal swings: hour-long wobbles of ±10% move the chart, and a spread
+    # that may barely grow takes them for breaks.
+    def alerting_share(growth: float) -> float:
+        flags = []
+        for seed in range(3):
+            results = _run(_five_minute_detector(growth), _wobbling_counts(seed, days=10))
+            sustained = np.array([r.sustained[0] if r.sustained is not None else NAN for r in results])
+            flags.append(np.abs(sustained[~np.isnan(sustained)]) >= 4.0)
+        return float(np.concatenate(flags).mean())
+
+    assert alerting_share(0.03) < 0.005
+    assert alerting_share(0.003) > 0.005
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(_VALUE, min_size=1, max_size=80),
+    season=st.integers(1, 6),
+    growth=st.floats(0.001, 0.5),
+    lam=st.floats(0.05, 1.0),
+)
+def test_property_from_robust_learning_on_the_chart_spread_grows_at_most_the_cap_per_period(
+    values: list[float], season: int, growth: float, lam: float
+) -> None:
+    d = SeasonalEWMA(season_length=season, chart_lambda=lam, chart_spread_growth=growth).resize(1)
+    floor = lam / (2.0 - lam)
+
+    for t, value in enumerate(values):
+        before, robust = float(d.cvar_[0]), bool(d.count_[0] >= d.robust_updates)
+        _one(d, t, value)
+
+        assert np.isfinite(d.cvar_).all()
+        assert (d.cvar_ >= 0).all()
+        if robust:
+            assert d.cvar_[0] <= max(before, floor) * (1.0 + growth) * (1 + 1e-12)
+
+
+def test_given_a_non_positive_chart_spread_growth_then_the_detector_refuses_it() -> None:
+    with pytest.raises(ValueError, match="chart_spread_growth"):
+        SeasonalEWMA(season_length=7, chart_spread_growth=0.0)

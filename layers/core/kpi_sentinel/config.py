@@ -58,6 +58,14 @@ DEFAULT_PHASE_WINDOW = {300: 2, 3600: 0, 86400: 0}
 # slices (the benchmark: 11 of 12 5-minute false bursts gone at 0.1, no window lost; 0.15 kept 5),
 # while hourly data needs the short chart to catch drifts and craters (0.1 there lost 6 of 26 windows).
 DEFAULT_CHART_LAMBDA = {300: 0.1, 3600: 0.25, 86400: 0.25}
+# How fast the slow chart's spread may grow per period (chart_spread_growth; absent = unbounded). The spread
+# learns at 2% a period, which at 5 minutes is about 4 hours, and a 2-hour FTD crater taught it its own size
+# as it went (on one benchmark crater it grew 0.19 -> 0.68 and the chart peaked at -3.3 against 4). Capped
+# at 3% a period (the variance doubles in about 2 hours at most), the benchmark caught 3 more 5-minute
+# windows (2 conversion craters, 1 bot-traffic burst) for 8 more false bursts; 2% and 4% caught the same
+# windows, 5% lost 2 of them. Hourly and daily charts keep an unbounded spread: there a cap cost false
+# bursts (hourly 36 -> 104 at 3%) and caught nothing more, because their normal swings come in steps.
+DEFAULT_CHART_SPREAD_GROWTH = {300: 0.03}
 
 TIMESTAMP_FIELDS = ("timestamp", "period", "period_start", "ts", "time", "date", "datetime")
 EVENT_TIMESTAMP_FIELDS = ("created_at", "event_time", "occurred_at", "event_timestamp")

@@ -31,6 +31,7 @@ import numpy.typing as npt
 
 from kpi_sentinel.config import (
     DEFAULT_CHART_LAMBDA,
+    DEFAULT_CHART_SPREAD_GROWTH,
     DEFAULT_PHASE_WINDOW,
     MAX_SLICES_PER_DIMENSION,
     OTHER_SLICE,
@@ -177,8 +178,9 @@ DetectorFactory = Callable[[IntegrationConfig], Detector]
 def seasonal_ewma(config: IntegrationConfig) -> SeasonalEWMA:
     """The production detector, configured from the integration's config.
 
-    Its phase window and slow-chart weight are the granularity's defaults (``DEFAULT_PHASE_WINDOW``,
-    ``DEFAULT_CHART_LAMBDA`` in :mod:`kpi_sentinel.config`): hyperparameters, not state, so a stored
+    Its phase window, slow-chart weight and chart-spread growth cap are the granularity's defaults
+    (``DEFAULT_PHASE_WINDOW``, ``DEFAULT_CHART_LAMBDA``, ``DEFAULT_CHART_SPREAD_GROWTH`` in
+    :mod:`kpi_sentinel.config`): hyperparameters, not state, so a stored
     state loads with them whatever they were when it was written.
     """
     granularity = config.granularity_seconds or 3600
@@ -189,6 +191,7 @@ def seasonal_ewma(config: IntegrationConfig) -> SeasonalEWMA:
         warmup=config.warmup,
         phase_window=DEFAULT_PHASE_WINDOW.get(granularity, 0),
         chart_lambda=DEFAULT_CHART_LAMBDA.get(granularity, 0.25),
+        chart_spread_growth=DEFAULT_CHART_SPREAD_GROWTH.get(granularity),
     )
 
 

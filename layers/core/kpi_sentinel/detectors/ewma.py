@@ -32,7 +32,9 @@ The *slow chart* (``sustained`` in :class:`StepResult`) catches what the fast le
 residual against the baseline and a slow level (``slow_alpha``, default ``alpha / 25``), smoothed over
 a few periods (``chart_lambda``: an EWMA of weight λ averages about 2/λ - 1 periods, 7 at the default
 0.25) and divided by its own running spread: slow drifts, and sustained moderate breaks that no single
-period shows. A smaller λ averages longer: fewer, surer sustained alerts, later.
+period shows. A smaller λ averages longer: fewer, surer sustained alerts, later. The spread follows the
+chart's normal swings quickly; ``chart_spread_growth`` (per period, None = unbounded) caps how fast it may
+grow, so that a break lasting a few hours cannot teach the chart its own size before the chart says so.
 
 Sign convention: ``score_ > 0`` means above the expectation, ``< 0`` below.
 """
@@ -106,6 +108,7 @@ class SeasonalEWMA:
         slow_alpha: float | None = None,
         chart_lambda: float = 0.25,
         phase_window: int = 0,
+        chart_spread_growth: float | None = None,
     ) -> None:
         if season_length < 1:
             raise ValueError(f"season_length must be at least 1, got {season_length}")
@@ -117,6 +120,8 @@ class SeasonalEWMA:
             raise ValueError(f"threshold must be positive, got {threshold}")
         if phase_window < 0:
             raise ValueError(f"phase_window must be at least 0, got {phase_window}")
+        if chart_spread_growth is not None and chart_spread_growth <= 0:
+            raise ValueError(f"chart_spread_growth must be positive or None, got {chart_spread_growth}")
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
         self.season_length = season_length
@@ -131,6 +136,7 @@ class SeasonalEWMA:
         self.slow_alpha = slow_alpha
         self.chart_lambda = chart_lambda
         self.phase_window = phase_window
+        self.chart_spread_growth = chart_spread_growth
         self.resize(0)
 
     @property
@@ -341,9 +347,11 @@ class SeasonalEWMA:
         learned_chart = np.where(
             robust, np.clip(chart, -self.threshold * chart_sd, self.threshold * chart_sd), chart
         )
-        self.cvar_ = np.where(
-            seeded, (1.0 - var_rate) * (self.cvar_ + var_rate * learned_chart * learned_chart), self.cvar_
-        )
+        cvar = (1.0 - var_rate) * (self.cvar_ + var_rate * learned_chart * learned_chart)
+        if self.chart_spread_growth is not None:  # from robust_updates on, the spread grows at a bounded pace
+            cap = np.maximum(self.cvar_, lam / (2.0 - lam)) * (1.0 + self.chart_spread_growth)
+            cvar = np.where(robust, np.minimum(cvar, cap), cvar)
+        self.cvar_ = np.where(seeded, cvar, self.cvar_)
         self.chart_ = np.where(seeded, np.where(shifted, 0.0, chart), self.chart_)
         self.count_ += seeded
         # An outlier's imprint on its phase is provisional (see _settle_imprint): remember the row before it.
