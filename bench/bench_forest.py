@@ -265,7 +265,7 @@ def time_job(history: History, repeats: int) -> dict[str, Any]:
         )
         t_features, frame = _timed(feature_frame, frame_rows, config)
         training, recent = frame.between(train_start, score_start), frame.between(score_start, as_of)
-        t_train, model = _timed(train, training, iid, settings.percentile, settings.trees)
+        t_train, model = _timed(train, training, iid, settings.percentile_for(granularity), settings.trees)
         identity = {"integration_id": iid, "version": RUN_ID, "granularity_seconds": granularity}
         t_serialise, (body, metadata) = _timed(serialise, model, SIGNING_KEY, identity)
         t_load, loaded = _timed(load_verified, body, metadata, SIGNING_KEY)

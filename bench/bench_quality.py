@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kpi_sentinel.config import GRANULARITIES
 from kpi_sentinel.quality.evaluate import QualityReport, evaluate, format_table
 from kpi_sentinel.quality.labels import EWMA_TARGETED, Suite
 from kpi_sentinel.quality.replay import (
@@ -132,8 +133,14 @@ def forest_schedule(options: ForestReplay) -> str:
         f"first model once the history holds {options.min_training_days} usable days (production: 14), "
         f"retrain every {options.cadence_days} days of data (production: nightly), the other days scored "
         f"by the latest model; {options.training_days}-day training window, {options.trees} trees "
-        f"(production: 100), threshold percentile {options.percentile:g} (production: 1)"
+        f"(production: 100), threshold percentile {percentiles(options)} (production: the same)"
     )
+
+
+def percentiles(options: ForestReplay) -> str:
+    """The forest's threshold percentile per granularity, as the replay's settings give it."""
+    settings = options.settings()
+    return ", ".join(f"{settings.percentile_for(g):g} ({name})" for name, g in GRANULARITIES.items())
 
 
 def forest_facts(forest: ReplayResult, report: QualityReport, options: ForestReplay) -> dict[str, Any]:
@@ -156,7 +163,9 @@ def forest_facts(forest: ReplayResult, report: QualityReport, options: ForestRep
         "min_training_days": options.min_training_days,
         "training_days": options.training_days,
         "trees": options.trees,
-        "threshold_percentile": options.percentile,
+        "threshold_percentile": {
+            str(g): options.settings().percentile_for(g) for g in GRANULARITIES.values()
+        },
         "score_lookback_minutes": 24 * 60,
         "schedule": forest_schedule(options),
         "coverage": "the EWMA's (false alarms per series-week of the same monitored data)",

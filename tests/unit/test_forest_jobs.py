@@ -162,6 +162,7 @@ def test_given_40_days_of_scored_history_when_retrained_then_a_signed_model_is_s
     assert pointer["sha256"] == metadata["sha256"] == hashlib.sha256(body).hexdigest()
     assert metadata["training_days"] == outcome.training_days
     assert metadata["window_end"] == LAST_DAY.isoformat()
+    assert metadata["threshold_percentile"] == 1.0  # hourly data's default: no percentile configured
     # the break is caught, in the bad direction, and published once
     published = world.publisher.published
     assert _starts(published) >= BREAK_STARTS
@@ -686,3 +687,24 @@ def test_given_the_scorers_active_index_when_planned_and_run_then_the_planned_jo
 
     assert outcome.status == "trained"
     assert outcome.model_version == "20261011T0200Z"
+
+
+@pytest.mark.parametrize(
+    ("env_value", "granularity", "percentile"),
+    [
+        (None, 300, 0.1),
+        (None, 3600, 1.0),
+        (None, 86400, 1.0),
+        ("0", 300, 0.1),
+        ("2.5", 300, 2.5),
+        ("2.5", 86400, 2.5),
+    ],
+)
+def test_given_a_configured_percentile_or_none_then_each_granularity_gets_it_or_its_default(
+    env_value: str | None, granularity: int, percentile: float
+) -> None:
+    env = {"DATA_BUCKET": DATA} | ({} if env_value is None else {"SCORE_THRESHOLD_PERCENTILE": env_value})
+
+    settings = ForestSettings.from_env(env)
+
+    assert settings.percentile_for(granularity) == percentile

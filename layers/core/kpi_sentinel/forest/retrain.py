@@ -29,7 +29,7 @@ import pandas as pd
 
 from kpi_sentinel.alert_ids import snooze_matches
 from kpi_sentinel.calendar import calendar_periods, parse_events
-from kpi_sentinel.config import IntegrationConfig
+from kpi_sentinel.config import DEFAULT_FOREST_PERCENTILE, IntegrationConfig
 from kpi_sentinel.forest.explain import flagged_alerts
 from kpi_sentinel.forest.features import (
     FeatureFrame,
@@ -63,7 +63,7 @@ class ForestSettings:
     data_bucket: str
     training_days: int = 90
     min_training_days: int = 14
-    percentile: float = 1.0
+    percentile: float | None = None  # None: the granularity's (DEFAULT_FOREST_PERCENTILE)
     retention_days: int = 30
     score_lookback_minutes: int = 60
     trees: int = 100
@@ -76,10 +76,17 @@ class ForestSettings:
             data_bucket=env["DATA_BUCKET"],
             training_days=int(env.get("TRAINING_DAYS", "90")),
             min_training_days=int(env.get("MIN_TRAINING_DAYS", "14")),
-            percentile=float(env.get("SCORE_THRESHOLD_PERCENTILE", "1")),
+            percentile=float(env.get("SCORE_THRESHOLD_PERCENTILE", "0")) or None,
             retention_days=int(env.get("MODEL_RETENTION_DAYS", "30")),
             score_lookback_minutes=int(env.get("SCORE_LOOKBACK_MINUTES", "60")),
         )
+
+    def percentile_for(self, granularity: int) -> float:
+        """The threshold percentile for an integration of ``granularity`` seconds: the deployment's
+        (``SCORE_THRESHOLD_PERCENTILE``, 0 or unset for none), else the granularity's default."""
+        if self.percentile is not None:
+            return self.percentile
+        return DEFAULT_FOREST_PERCENTILE.get(granularity, 1.0)
 
 
 @dataclass(frozen=True)
@@ -250,7 +257,7 @@ def _retrain(job: Job, ports: ForestPorts, settings: ForestSettings) -> JobOutco
             f"{settings.min_training_days} days and {MIN_TRAINING_ROWS} periods"
         )
         return outcome
-    model = train(training, job.integration_id, settings.percentile, settings.trees)
+    model = train(training, job.integration_id, settings.percentile_for(granularity), settings.trees)
     version = job.run_id
     identity = {
         "integration_id": job.integration_id,

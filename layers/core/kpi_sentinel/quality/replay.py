@@ -98,7 +98,7 @@ class ForestReplay:
     min_training_days: int = 7
     training_days: int = 90
     trees: int = 100
-    percentile: float = 1.0
+    percentile: float | None = None  # None: production's per-granularity default
 
     def __post_init__(self) -> None:
         if self.cadence_days < 1:
