@@ -129,18 +129,19 @@ def print_targets(rows: list[dict[str, Any]]) -> None:
 
 
 def forest_schedule(options: ForestReplay) -> str:
+    shown = ", ".join(f"{value:g} ({name})" for name, value in percentiles(options).items())
     return (
         f"first model once the history holds {options.min_training_days} usable days (production: 14), "
         f"retrain every {options.cadence_days} days of data (production: nightly), the other days scored "
         f"by the latest model; {options.training_days}-day training window, {options.trees} trees "
-        f"(production: 100), threshold percentile {percentiles(options)} (production: the same)"
+        f"(production: 100), threshold percentile {shown} (production: the same)"
     )
 
 
-def percentiles(options: ForestReplay) -> str:
-    """The forest's threshold percentile per granularity, as the replay's settings give it."""
+def percentiles(options: ForestReplay) -> dict[str, float]:
+    """The forest's threshold percentile per granularity name, as the replay's settings give it."""
     settings = options.settings()
-    return ", ".join(f"{settings.percentile_for(g):g} ({name})" for name, g in GRANULARITIES.items())
+    return {name: settings.percentile_for(seconds) for name, seconds in GRANULARITIES.items()}
 
 
 def forest_facts(forest: ReplayResult, report: QualityReport, options: ForestReplay) -> dict[str, Any]:
@@ -163,9 +164,7 @@ def forest_facts(forest: ReplayResult, report: QualityReport, options: ForestRep
         "min_training_days": options.min_training_days,
         "training_days": options.training_days,
         "trees": options.trees,
-        "threshold_percentile": {
-            str(g): options.settings().percentile_for(g) for g in GRANULARITIES.values()
-        },
+        "threshold_percentile": percentiles(options),
         "score_lookback_minutes": 24 * 60,
         "schedule": forest_schedule(options),
         "coverage": "the EWMA's (false alarms per series-week of the same monitored data)",

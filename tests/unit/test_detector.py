@@ -596,14 +596,14 @@ def test_given_a_negative_phase_window_then_the_detector_refuses_it() -> None:
 _FIVE_MIN_DAY = 288
 
 
-def _five_minute_ftds(
-    seed: int, days: int, crater_start: int, crater_periods: int
-) -> npt.NDArray[np.float64]:
-    """About 2-9 FTDs per 5 minutes on a daily profile, with a -66% crater on the last day."""
-    t = np.arange(_FIVE_MIN_DAY * days)
+_CRATER = slice(_FIVE_MIN_DAY * 7 + 132, _FIVE_MIN_DAY * 7 + 158)  # 11:00-13:10 on the eighth day
+
+
+def _five_minute_ftds(seed: int) -> npt.NDArray[np.float64]:
+    """Eight days of about 2-9 FTDs per 5 minutes on a daily profile, with a -66% crater at ``_CRATER``."""
+    t = np.arange(_FIVE_MIN_DAY * 8)
     rate = 2.0 + 7.0 * np.sin(np.pi * (t % _FIVE_MIN_DAY) / _FIVE_MIN_DAY) ** 2
-    first = _FIVE_MIN_DAY * (days - 1) + crater_start
-    rate[first : first + crater_periods] *= 0.34
+    rate[_CRATER] *= 0.34
     return np.random.default_rng(seed).poisson(rate).astype(np.float64)
 
 
@@ -623,13 +623,12 @@ def test_given_a_two_hour_crater_in_small_counts_then_a_capped_chart_spread_flag
 ) -> None:
     # Each period of the crater is about 2 SD low, which no single period shows; the chart is past 4 once
     # its spread cannot grow as fast as the crater would teach it.
-    counts = _five_minute_ftds(seed, days=8, crater_start=132, crater_periods=26)
-    window = slice(_FIVE_MIN_DAY * 7 + 132, _FIVE_MIN_DAY * 7 + 132 + 26)
+    counts = _five_minute_ftds(seed)
     low = {}
     for growth in (0.03, None):
         results = _run(_five_minute_detector(growth), counts)
         sustained = np.array([r.sustained[0] if r.sustained is not None else NAN for r in results])
-        low[growth] = float(np.nanmin(sustained[window]))
+        low[growth] = float(np.nanmin(sustained[_CRATER]))
 
     assert low[0.03] < -4.0
     assert low[0.03] < low[None] - 0.5

@@ -689,6 +689,19 @@ def test_given_the_scorers_active_index_when_planned_and_run_then_the_planned_jo
     assert outcome.model_version == "20261011T0200Z"
 
 
+def test_given_no_configured_percentile_when_retrained_then_the_model_uses_its_granularitys_default(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 2.5 is nobody's default and not the fallback (1): the model can only get it through the job's
+    # granularity (hourly) looking up its own default.
+    monkeypatch.setitem(retrain.DEFAULT_FOREST_PERCENTILE, 3600, 2.5)
+
+    outcome = world.run("retrain", END)
+
+    assert outcome.status == "trained", outcome.reason
+    assert world.json(f"{PREFIX}{outcome.model_version}.json")["threshold_percentile"] == 2.5
+
+
 @pytest.mark.parametrize(
     ("env_value", "granularity", "percentile"),
     [

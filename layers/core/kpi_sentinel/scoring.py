@@ -180,8 +180,8 @@ def seasonal_ewma(config: IntegrationConfig) -> SeasonalEWMA:
 
     Its phase window, slow-chart weight and chart-spread growth cap are the granularity's defaults
     (``DEFAULT_PHASE_WINDOW``, ``DEFAULT_CHART_LAMBDA``, ``DEFAULT_CHART_SPREAD_GROWTH`` in
-    :mod:`kpi_sentinel.config`): hyperparameters, not state, so a stored
-    state loads with them whatever they were when it was written.
+    :mod:`kpi_sentinel.config`): hyperparameters, not state, so a stored state loads with them whatever
+    they were when it was written.
     """
     granularity = config.granularity_seconds or 3600
     return SeasonalEWMA(
