@@ -138,6 +138,49 @@ def test_daily_delay_uses_the_integration_granularity() -> None:
     assert report.windows[0].delay_periods == 3.0
 
 
+FIVE_MINUTES = 300
+ADS_5M = Coverage("ads", FIVE_MINUTES, series=4, periods=2016)
+
+
+def _hourly(hour: float, metric: str = "ngr", **kw: Any) -> dict[str, Any]:
+    """An hourly roll-up alert of the 5-minute integration ``ads``."""
+    return _alert(hour, metric, integration="ads", granularity=HOUR, **kw)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "caught", "delay"),
+    [
+        (36, 44, True, 11),  # 03:00-03:40 in 5-minute periods; the hour 03:00 ends 12 periods in
+        (40, 44, True, 7),  # starts inside the hour: 03:20-03:40, known at 04:00
+        (30, 36, False, None),  # ends where the hour starts
+        (48, 50, False, None),  # starts where it ends
+        (30, 40, True, 17),  # touches the hour's first periods; known at 04:00, period 48
+    ],
+)
+def test_a_rollup_alert_matches_a_window_that_touches_its_hour_and_is_late_by_the_hour(
+    start: int, end: int, caught: bool, delay: float | None
+) -> None:
+    window = _window(start, end, integration="ads", granularity=FIVE_MINUTES)
+
+    report = _run([window], [_hourly(3)], coverage=[ADS_5M])
+
+    assert (report.windows[0].caught, report.windows[0].delay_periods) == (caught, delay)
+    assert report.windows[0].granularity_seconds == FIVE_MINUTES
+
+
+def test_a_rollup_alert_and_the_five_minute_alerts_it_overlaps_are_one_burst() -> None:
+    five = [_alert(k, integration="ads", granularity=FIVE_MINUTES) for k in (40, 47, 50, 60)]
+
+    report = _run([], [_hourly(3), *five], coverage=[ADS_5M])
+
+    # The hour covers periods 36-47; 50 is 3 periods after its end (gap 3: same burst), 60 is not.
+    assert [(b.alerts, b.first_period, b.last_period) for b in report.false_bursts] == [
+        (4, _at(3), _at(50, FIVE_MINUTES)),
+        (1, _at(60, FIVE_MINUTES), _at(60, FIVE_MINUTES)),
+    ]
+    assert {b.granularity_seconds for b in report.false_bursts} == {FIVE_MINUTES}
+
+
 def test_median_and_mean_delay_over_caught_windows() -> None:
     windows = [_window(0, 10), _window(20, 30), _window(40, 50), _window(60, 70)]
     alerts = [_alert(0), _alert(21), _alert(46)]  # delays 0, 1, 6; the last window is missed
@@ -461,7 +504,7 @@ def test_granularity_label(seconds: int, label: str) -> None:
         ({"period_start": "2026-09-01T00:00:00"}, "period_start"),  # no offset
         ({"severity": "loud"}, "severity"),
         ({"granularity_seconds": "3600"}, "granularity_seconds"),
-        ({"granularity_seconds": DAY}, "granularity_seconds"),  # not the integration's
+        ({"granularity_seconds": 1800}, "granularity_seconds"),  # not whole periods of the integration
         ({"metric": ""}, "metric"),
         ({"dimension_value": 3}, "dimension_value"),
     ],

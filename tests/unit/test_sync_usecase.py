@@ -455,3 +455,67 @@ def test_given_scored_syncs_then_history_is_partitioned_by_integration_and_date_
     ]
     assert list(crater_row["alert_severity"]) == [_crater_alerts(today.alerts)[0]["severity"]]
     assert crater_row["observed"].iloc[0] < 0.3 * crater_row["expected"].iloc[0]
+
+
+# --- the hourly roll-up of a 5-minute integration ---------------------------------------------------------------
+
+TICK_CONFIG = {
+    "integration_id": "tick",
+    "granularity": "5min",
+    "season_length": 288,
+    "metrics": [{"name": "ftds", "bad_direction": "down", "min_volume": 10}],
+}
+TICK_CRATER = T0 + timedelta(days=6, hours=6)  # 2026-09-07 06:00; FTDs -85% from 06:05 to 06:55
+
+
+def _tick_csv(days: range) -> bytes:
+    """1-3 FTDs per 5 minutes with a daily profile; the crater hour as above."""
+    rng = np.random.default_rng(days.start)
+    lines = ["timestamp,ftds"]
+    for k in range(days.start * 288, days.stop * 288):
+        when = T0 + timedelta(minutes=5 * k)
+        profile = 1.0 + 0.5 * math.sin(2 * math.pi * (k % 288) / 288)
+        crater = TICK_CRATER < when < TICK_CRATER + timedelta(hours=1)
+        lines.append(f"{when:%Y-%m-%dT%H:%M:%SZ},{rng.poisson(1.5 * profile * (0.15 if crater else 1.0))}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _tick_world() -> World:
+    world = _world()
+    world.control.configs["tick"] = TICK_CONFIG
+    world.deliver(world.drop("syncs/tick/week.csv", _tick_csv(range(6))))
+    return world
+
+
+def test_given_a_five_minute_crater_too_small_per_period_then_its_hour_alerts_and_history_keeps_5_minutes() -> (
+    None
+):
+    world = _tick_world()
+
+    today = world.deliver(world.drop("syncs/tick/today.csv", _tick_csv(range(6, 7))))
+
+    hourly = [a for a in world.publisher.published if a["granularity_seconds"] == 3600]
+    assert [(a["metric"], a["period_start"], a["direction"]) for a in hourly] == [
+        ("ftds", TICK_CRATER.isoformat(), "down")
+    ]
+    assert today.alerts == hourly  # the 5-minute view has nothing: FTDs per period are under the floor
+    history = pd.concat(_history_frames(world).values(), ignore_index=True)
+    assert len(history) == 7 * 288  # one row per 5-minute period of the one series; no hourly rows
+    assert history["alert_severity"].isna().all()
+    state = world.state_of("tick")
+    assert state.rollup is not None
+    assert state.rollup.last_period == int((T0 + timedelta(days=7)).timestamp()) // 3600 - 1
+
+
+def test_given_a_known_event_inside_the_hour_then_the_hourly_alert_is_suppressed_by_the_calendar() -> None:
+    world = _tick_world()
+    start = TICK_CRATER + timedelta(minutes=20)
+    world.control.calendar = [
+        {"event_id": "e1", "integration_id": "tick", "kind": "campaign", "name": "promo",
+         "start": start.timestamp(), "end": (start + timedelta(minutes=10)).timestamp()},
+    ]  # fmt: skip
+
+    outcome = world.deliver(world.drop("syncs/tick/today.csv", _tick_csv(range(6, 7))))
+
+    assert (outcome.alerts_published, outcome.alerts_suppressed) == (0, 1)
+    assert not world.publisher.published

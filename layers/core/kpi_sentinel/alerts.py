@@ -9,6 +9,11 @@ rising total), and only when its change is at least ``SLICE_MIN_SHARE`` of the t
 The threshold is the metric's own when it has one (an operator's override or its spec), else the
 integration's (:meth:`IntegrationConfig.threshold_for`).
 
+An hourly roll-up of a 5-minute integration (see :mod:`kpi_sentinel.scoring`) alerts on metric totals
+only, its slices being contributors; its alerts say "in the hour", carry ``granularity_seconds``
+3600 and the hour as their period, and their id covers the hour (start and end), so it never equals
+the id of the 5-minute alert that starts at the same time.
+
 Severity: ``warning`` past the threshold in the metric's bad direction, ``critical`` past twice the
 threshold with a change of at least 30%; ``info`` past the threshold in the other direction (the
 report shows it, support triage does not receive it).
@@ -164,6 +169,7 @@ def summary(
     spec: MetricSpec | RatioSpec | RateSpec,
     label: str,
     contributors_: Sequence[Mapping[str, Any]],
+    rollup: bool = False,
 ) -> str:
     ratio = _is_ratio(spec)
     metric, dimension, value = point.series
@@ -173,7 +179,8 @@ def summary(
     verb = "rose" if point.observed > point.expected else "dropped"
     amount = f" {abs(change):.0f}%" if change is not None else ""
     numbers = f"({format_value(point.observed, ratio)} vs {format_value(point.expected, ratio)} expected)"
-    sentence = f"{subject} {verb}{amount} vs the {label} {numbers}"
+    during = " in the hour" if rollup else ""
+    sentence = f"{subject} {verb}{amount}{during} vs the {label} {numbers}"
     if contributors_:
         top = contributors_[0]
         noun = "rise" if verb == "rose" else "drop"
@@ -188,8 +195,12 @@ def build_alerts(
     granularity: int,
     points: Iterable[ScoredPoint],
     sync_key: str,
+    rollup: bool = False,
 ) -> list[dict[str, Any]]:
-    """Alerts (schema v1 dicts) for one sync's scored points, grouped as described above."""
+    """Alerts (schema v1 dicts) for one sync's scored points, grouped as described above.
+
+    ``rollup``: the points are hours of a 5-minute integration's roll-up (totals alert, slices explain).
+    """
     by_period_metric: dict[tuple[int, str], list[ScoredPoint]] = defaultdict(list)
     for point in points:
         by_period_metric[(point.period, point.series[0])].append(point)
@@ -206,9 +217,11 @@ def build_alerts(
         if total and total_verdict:
             found = contributors(total, slices, _is_ratio(spec))
             alerts.append(
-                _alert(config, granularity, total, spec, threshold, total_verdict, found, label, sync_key)
+                _alert(
+                    config, granularity, total, spec, threshold, total_verdict, found, label, sync_key, rollup
+                )
             )
-        for point in slices:
+        for point in [] if rollup else slices:
             verdict = classify(point, spec, threshold, config.confirm)
             # A slice that moved with an alerting total is one of its contributors; a slice that moved
             # the other way is not explained by it (a crater under a rising total) and alerts on its own.
@@ -232,14 +245,17 @@ def _alert(
     found: list[dict[str, Any]],
     label: str,
     sync_key: str,
+    rollup: bool = False,
 ) -> dict[str, Any]:
     severity, direction = verdict
     metric, dimension, value = point.series
     start = period_start(point.period, granularity)
+    end = start + timedelta(seconds=granularity)
     change = percent_change(point.observed, point.expected)
+    period = f"{start.isoformat()}/{end.isoformat()}" if rollup else start.isoformat()
     return {
         "schema_version": SCHEMA_VERSION,
-        "alert_id": alert_id(config.integration_id, "ewma", metric, dimension, value, start.isoformat()),
+        "alert_id": alert_id(config.integration_id, "ewma", metric, dimension, value, period),
         "integration_id": config.integration_id,
         "detector": "ewma",
         "metric": metric,
@@ -247,7 +263,7 @@ def _alert(
         "dimension": dimension or None,
         "dimension_value": value if dimension else None,
         "period_start": start.isoformat(),
-        "period_end": (start + timedelta(seconds=granularity)).isoformat(),
+        "period_end": end.isoformat(),
         "granularity_seconds": granularity,
         "observed": round(point.observed, 6),
         "expected": round(point.expected, 6),
@@ -264,7 +280,7 @@ def _alert(
         "bad_direction": spec.bad_direction,
         "severity": severity,
         "contributors": found,
-        "summary": summary(point, spec, label, found),
+        "summary": summary(point, spec, label, found, rollup),
         "baseline": label,
         "tier": config.tier,
         "segment": config.segment,

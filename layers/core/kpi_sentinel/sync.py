@@ -251,6 +251,12 @@ def score_table(
     rejected = rejected + _late_rejections(result, state, scored_until)
     alerts = build_alerts(state.config, state.granularity, result.points, key)
     publishable, suppressed = _apply_snoozes(alerts, snoozes, known, state.granularity)
+    if state.rollup is not None and result.rollup_points:
+        hourly = state.rollup
+        hours = calendar_periods({p.period for p in result.rollup_points}, hourly.granularity, events)
+        rolled = build_alerts(hourly.config, hourly.granularity, result.rollup_points, key, rollup=True)
+        more, held = _apply_snoozes(rolled, snoozes, hours, hourly.granularity)
+        alerts, publishable, suppressed = alerts + rolled, publishable + more, suppressed + held
     return Scored(state, result, rejected, known, alerts, publishable, suppressed)
 
 
@@ -346,8 +352,10 @@ def _write_history(
     """One gzip CSV per date touched, keyed by the sync: a retry rewrites the same objects.
 
     Status: ``scored``, ``warmup``, ``calendar`` (a known event: scored, not learned) or ``late``.
+    The history holds the integration's own periods: the hourly roll-up's points and alerts stay out.
     """
-    severity = {(series_key(a), a["period_start"]): a["severity"] for a in alerts}
+    own = (a for a in alerts if a["granularity_seconds"] == state.granularity)
+    severity = {(series_key(a), a["period_start"]): a["severity"] for a in own}
     by_date: dict[str, list[list[Any]]] = defaultdict(list)
     starts: dict[int, str] = {}
     iid, key = sync.integration_id, ref.key

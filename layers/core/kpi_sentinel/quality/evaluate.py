@@ -5,7 +5,9 @@ The rules, as implemented:
 * **Counted alerts.** Only alerts with severity ``warning`` or ``critical`` count; ``info`` alerts (the
   metric moved in its harmless direction) are validated and then ignored.
 * **Match.** An alert matches a :class:`~kpi_sentinel.quality.labels.Window` when it is of the same
-  integration, ``window.start <= period_start < window.end``, its metric is one of ``window.metrics``
+  integration, its period ``[period_start, period_start + granularity_seconds)`` overlaps the window
+  (for an alert at the integration's own granularity: ``window.start <= period_start < window.end``;
+  an hourly roll-up alert of a 5-minute integration matches a window that touches its hour), its metric is one of ``window.metrics``
   and either the window names no slice (``value`` None), or the alert is on the metric's total
   (``dimension_value`` None), or it is on the window's slice (``dimension == window.dimension`` and
   ``dimension_value == window.value``). Another slice of the right metric does not match.
@@ -16,8 +18,10 @@ The rules, as implemented:
   whatever slice the window names (the forest sees totals only; a slice's crater shows in the total
   when it is large).
 * **Caught and delay.** A window is caught when at least one alert matches it. Its detection delay is
-  ``(earliest matching period_start - window.start) / granularity``, in periods (0 = caught in the
-  first period of the window).
+  counted from when the earliest matching alert could be raised, the end of its period:
+  ``(period_end - window.start) / granularity - 1``, in periods of the integration (0 = caught in the
+  first period of the window; an hourly roll-up alert of 5-minute data for an hour that starts with
+  the window: 11).
 * **False alerts and bursts.** An alert that matches no window (of any kind) is false. False alerts
   are grouped per ``(integration, metric)`` into bursts (an ``isolation_forest`` alert is about all
   the integration's features whichever leads, like its alert id: its group is ``(integration,
@@ -39,7 +43,8 @@ The rules, as implemented:
   granularity / 604800) over the :class:`Coverage` entries (None when nothing was scored).
   Median and mean delays are over caught windows (None when there are none).
 * **Granularity.** Each integration has exactly one :class:`Coverage`; its windows are reported under
-  its granularity, and its alerts must carry that ``granularity_seconds``.
+  its granularity, and its alerts must carry that ``granularity_seconds`` or a whole multiple of it
+  (a roll-up). Gaps, delays and bursts are counted in periods of the integration's granularity.
 
 Inputs are validated: an alert missing a field, or with a malformed one (e.g. an unparsable or
 offset-less ``period_start``), raises ``ValueError`` naming the alert's position and the field.
@@ -52,7 +57,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from kpi_sentinel.quality.labels import ANOMALY_KINDS, EWMA_TARGETED, KnownEvent, Window
@@ -113,6 +118,10 @@ class AlertRef:
     @property
     def counted(self) -> bool:
         return self.severity in COUNTED_SEVERITIES
+
+    @property
+    def period_end(self) -> datetime:
+        return self.period_start + timedelta(seconds=self.granularity_seconds)
 
     @property
     def is_forest(self) -> bool:
@@ -200,7 +209,7 @@ def alert_matches(window: Window, alert: AlertRef) -> bool:
     """
     if alert.integration_id != window.integration_id:
         return False
-    if not window.start <= alert.period_start < window.end:
+    if not (alert.period_start < window.end and window.start < alert.period_end):
         return False
     if alert.is_forest:
         return alert.metric in window.metrics or not alert.moved.isdisjoint(window.metrics)
@@ -431,21 +440,27 @@ def _kind_order(kinds: Iterable[str]) -> list[str]:
     return [k for k in ANOMALY_KINDS if k in present] + sorted(present - set(ANOMALY_KINDS))
 
 
-def _bursts(false_alerts: Iterable[AlertRef], known: set[int], burst_gap: int) -> list[FalseBurst]:
+def _bursts(
+    false_alerts: Iterable[AlertRef], known: set[int], burst_gap: int, granularities: Mapping[str, int]
+) -> list[FalseBurst]:
+    """Chains of false alerts per group. The gap to the next alert is from the end of the chain so far
+    to its start, in the integration's periods, plus one: start to start for alerts of one period."""
     groups: dict[tuple[str, str], list[AlertRef]] = defaultdict(list)
     for alert in false_alerts:
         groups[(alert.integration_id, alert.series)].append(alert)
     bursts: list[FalseBurst] = []
     for (integration_id, metric), group in sorted(groups.items()):
-        group.sort(key=lambda a: a.period_start)
-        granularity = group[0].granularity_seconds
+        group.sort(key=lambda a: (a.period_start, a.period_end))
+        granularity = granularities[integration_id]
         members: list[AlertRef] = []
+        reach = group[0].period_end
         for alert in group:
             if members:
-                gap = (alert.period_start - members[-1].period_start).total_seconds() / granularity
+                gap = (alert.period_start - reach).total_seconds() / granularity + 1
                 if gap > burst_gap:
                     bursts.append(_burst(integration_id, metric, granularity, members, known))
                     members = []
+            reach = max(reach, alert.period_end) if members else alert.period_end
             members.append(alert)
         bursts.append(_burst(integration_id, metric, granularity, members, known))
     return bursts
@@ -476,7 +491,7 @@ def evaluate(
     """Score ``alerts`` (schema v1 dicts) against ``windows`` and ``known_events`` (rules: module doc).
 
     ``coverage`` has one entry per integration; every window's and alert's integration must have one.
-    ``burst_gap`` is in periods of the alert's granularity and must be ≥ 0.
+    ``burst_gap`` is in periods of the integration's granularity and must be ≥ 0.
     """
     if isinstance(burst_gap, bool) or not isinstance(burst_gap, int) or burst_gap < 0:
         raise ValueError(f"burst_gap must be a non-negative integer, got {burst_gap!r}")
@@ -499,10 +514,11 @@ def evaluate(
         c = covered.get(a.integration_id)
         if c is None:
             raise ValueError(f"alert {a.position}: integration {a.integration_id!r} has no coverage")
-        if a.granularity_seconds != c.granularity_seconds:
+        if a.granularity_seconds % c.granularity_seconds:
             raise ValueError(
                 f"alert {a.position}: field 'granularity_seconds' is {a.granularity_seconds}, "
-                f"but integration {a.integration_id!r} was scored at {c.granularity_seconds}"
+                f"but integration {a.integration_id!r} was scored at {c.granularity_seconds} "
+                "(an alert's period is the integration's or a roll-up of whole periods of it)"
             )
     counted = [a for a in parsed if a.counted]
 
@@ -518,18 +534,19 @@ def evaluate(
             if alert_matches(window_list[i], a):
                 matched = True
                 match_count[i] += 1
-                if i not in first_match or a.period_start < first_match[i]:
-                    first_match[i] = a.period_start
+                if i not in first_match or a.period_end < first_match[i]:
+                    first_match[i] = a.period_end
         if not matched:
             false_alerts.append(a)
     known = {a.position for a in false_alerts if any(in_known_event(e, a) for e in events)}
-    bursts = _bursts(false_alerts, known, burst_gap)
+    granularities = {iid: c.granularity_seconds for iid, c in covered.items()}
+    bursts = _bursts(false_alerts, known, burst_gap, granularities)
 
     results: list[WindowResult] = []
     for i, w in enumerate(window_list):
         granularity = covered[w.integration_id].granularity_seconds
         first = first_match.get(i)
-        delay = None if first is None else (first - w.start).total_seconds() / granularity
+        delay = None if first is None else (first - w.start).total_seconds() / granularity - 1
         results.append(
             WindowResult(
                 window=w,
