@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kpi_sentinel.report.build import ReportResult, ReportSettings, build_report
 from kpi_sentinel.report.data import HistoryPoint
-from kpi_sentinel.report.plots import metric_plot
+from kpi_sentinel.report.plots import metric_plot, split_flagged
 
 from tests.unit.report_fixture import (
     A1,
@@ -243,4 +243,22 @@ def test_given_a_metric_name_with_math_text_when_plotted_then_it_renders() -> No
     start = MIDNIGHT + timedelta(hours=9)
     points = [HistoryPoint(start + timedelta(hours=h), 1.0, 1.0, 0.5, 1.5, h == 2) for h in range(3)]
     png = metric_plot("acme-ads · $\\frac{bad $x^", points, [alert], (MIDNIGHT, MIDNIGHT + timedelta(days=1)))
+    assert png.startswith(PNG_SIGNATURE)
+
+
+def test_given_an_hourly_rollup_alert_on_five_minute_history_then_it_is_drawn_as_a_band_not_a_dot() -> None:
+    start = MIDNIGHT + timedelta(hours=9)
+    points = [HistoryPoint(start + timedelta(minutes=5 * k), 2.0, 2.0, 1.0, 3.0, False) for k in range(36)]
+    hourly = make_alert("acme-ads", "ftds", 10, "warning", observed=4.0, expected=24.0)  # an hour's sums
+    five = {
+        **make_alert("acme-ads", "ftds", 11, "critical", observed=0.0, expected=2.0),
+        "granularity_seconds": 300,
+    }
+    broken = {**five, "observed": float("nan")}
+
+    dots, spans = split_flagged(points, [hourly, five, broken])
+
+    assert (dots, spans) == ([five], [hourly])
+    assert split_flagged(points[:1], [hourly]) == ([hourly], [])  # one point: nothing to compare with
+    png = metric_plot("acme-ads · ftds", points, [hourly, five], (MIDNIGHT, MIDNIGHT + timedelta(days=1)))
     assert png.startswith(PNG_SIGNATURE)

@@ -9,6 +9,7 @@ from data, so math-text parsing is switched off: a metric called ``a$b`` is prin
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import os
 import tempfile
@@ -38,6 +39,27 @@ def _date_numbers(moments: Sequence[datetime]) -> Any:
     return date2num(list(moments))  # type: ignore[no-untyped-call]
 
 
+def split_flagged(
+    points: Sequence[HistoryPoint], flagged: Sequence[Mapping[str, Any]]
+) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """``(dots, spans)``: alerts drawn at their period's observed value, and alerts about a longer
+    period than the plotted ones (an hourly roll-up of 5-minute data: its observed value is an hour's
+    sum, on another scale), drawn as a band over their period. Alerts without a finite observed
+    value are left out."""
+    times = sorted({p.period_start for p in points})
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    spacing = min(gaps) if gaps else None
+    dots: list[Mapping[str, Any]] = []
+    spans: list[Mapping[str, Any]] = []
+    for alert in flagged:
+        length = alert.get("granularity_seconds")
+        if spacing is not None and isinstance(length, int) and length > spacing:
+            spans.append(alert)
+        elif math.isfinite(float(alert["observed"])):
+            dots.append(alert)
+    return dots, spans
+
+
 def metric_plot(
     title: str,
     points: Sequence[HistoryPoint],
@@ -47,7 +69,9 @@ def metric_plot(
     """A PNG (6.4 x 2.2 in at 80 dpi, about 10-25 KB) of one metric total over ``span`` (the report's range).
 
     ``flagged`` are alerts on this metric's total; each is drawn at its period start and observed
-    value, in its severity's colour. Known-event periods (campaigns, holidays) are marked in grey.
+    value, in its severity's colour, or as a band over its period when it is about a longer period
+    than the plotted ones (:func:`split_flagged`). Known-event periods (campaigns, holidays) are
+    marked in grey.
     """
     _matplotlib_home()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -72,8 +96,17 @@ def metric_plot(
             _date_numbers([p.period_start for p in known]), [p.observed for p in known],
             s=10, color="#888888", marker="x", linewidths=0.8, label="known event", zorder=3,
         )  # fmt: skip
+    dots, spans = split_flagged(points, flagged)
     for severity in reversed(tuple(SEVERITY_COLOURS)):
-        mine = [a for a in flagged if a.get("severity") == severity and math.isfinite(float(a["observed"]))]
+        for n, alert in enumerate(a for a in spans if a.get("severity") == severity):
+            start, end = (
+                datetime.fromisoformat(alert[k]).astimezone(UTC) for k in ("period_start", "period_end")
+            )
+            axes.axvspan(
+                *_date_numbers([start, end]), color=SEVERITY_COLOURS[severity], alpha=0.2, linewidth=0,
+                label=None if n else f"{severity} (hour)", zorder=1,
+            )  # fmt: skip
+        mine = [a for a in dots if a.get("severity") == severity]
         if mine:
             axes.scatter(
                 _date_numbers([datetime.fromisoformat(a["period_start"]).astimezone(UTC) for a in mine]),
