@@ -183,6 +183,21 @@ def test_given_a_new_series_then_it_is_not_ready_before_two_seasons() -> None:
     assert all(ready[first_ready:])
 
 
+def test_given_a_new_series_then_its_slow_chart_speaks_a_season_after_its_single_periods() -> None:
+    d = SeasonalEWMA(season_length=DAY).resize(1)
+    assert d.chart_warmup_updates == 2 * DAY
+    assert SeasonalEWMA(season_length=DAY, warmup=30).chart_warmup_updates == 30  # explicit: as told
+
+    results = [_one(d, t, 100.0 + t % 3) for t in range(4 * DAY)]
+
+    ready = [bool(r.ready[0]) for r in results]
+    charted = [r.sustained is not None and not math.isnan(r.sustained[0]) for r in results]
+    assert ready.index(True) == 2 * DAY
+    assert charted.index(True) == 3 * DAY  # a season of updates more
+    assert all(charted[3 * DAY :])
+    assert not any(charted[: 3 * DAY])
+
+
 def test_given_the_second_season_then_outliers_are_clipped_before_the_series_may_alert() -> None:
     d = SeasonalEWMA(season_length=DAY).resize(1)
     assert (d.robust_updates, SeasonalEWMA(season_length=168).robust_updates) == (7, 24)
