@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import math
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pandas as pd
 import pytest
 from kpi_sentinel.adapters.aws import DynamoControl, DynamoState, S3Objects, SnsPublisher
@@ -309,3 +311,53 @@ def test_a_calendar_event_in_the_control_table_suppresses_its_alerts(
         for o in s3.list_objects_v2(Bucket=data, Prefix=prefix)["Contents"]
     ]
     assert (pd.concat(frames)["status"] == "calendar").any()
+
+
+def five_minute_files(integration: str, days: int, crater: datetime) -> list[SyncFile]:
+    """One file a day of 5-minute FTD counts (1-3 a period, daily profile); FTDs -85% in the hour
+    from ``crater`` + 5 minutes."""
+    rng = np.random.default_rng(7)
+    start = crater.replace(hour=0) - timedelta(days=days - 1)
+    files = []
+    for day in range(days):
+        first = start + timedelta(days=day)
+        lines = ["timestamp,ftds"]
+        for k in range(288):
+            when = first + timedelta(minutes=5 * k)
+            profile = 1.0 + 0.5 * math.sin(2 * math.pi * k / 288)
+            low = crater < when < crater + timedelta(hours=1)
+            lines.append(f"{when:%Y-%m-%dT%H:%M:%SZ},{rng.poisson(1.5 * profile * (0.15 if low else 1.0))}")
+        body = ("\n".join(lines) + "\n").encode()
+        files.append(SyncFile(f"syncs/{integration}/{first:%Y-%m-%d}.csv", body, first, integration))
+    return files
+
+
+def test_a_five_minute_crater_under_the_floor_alerts_from_the_hourly_rollup_to_both_queues(
+    stack: LocalStack, outcomes: list[SyncOutcome]
+) -> None:
+    # Given a 5-minute integration whose FTDs per period are under its volume floor
+    config = {"integration_id": "tick-ads", "granularity": "5min", "season_length": 288,
+              "metrics": [{"name": "ftds", "bad_direction": "down", "min_volume": 10}]}  # fmt: skip
+    DynamoControl(stack.physical["ControlTable"]).put_config("tick-ads", config)
+    read_queue(stack, "SupportTriageQueue")
+    read_queue(stack, "KpiReportQueue")
+    crater = datetime(2026, 9, 7, 6, tzinfo=UTC)
+    # When a week of it is dropped, a file a day, with FTDs cratering from 06:05 to 06:55 on the last
+    upload(stack, five_minute_files("tick-ads", 7, crater))
+    # Then the hour's alert reached both queues, schema-valid, about the hour
+    report = [a for a in read_queue(stack, "KpiReportQueue") if a["integration_id"] == "tick-ads"]
+    triage = [a for a in read_queue(stack, "SupportTriageQueue") if a["integration_id"] == "tick-ads"]
+    schema = json.loads(SCHEMA_FILE.read_text())
+    for alert in report:
+        jsonschema.validate(alert, schema)
+    hourly = [a for a in report if a["period_start"] == crater.isoformat() and a["metric"] == "ftds"]
+    assert [(a["granularity_seconds"], a["direction"], a["period_end"]) for a in hourly] == [
+        (3600, "down", (crater + timedelta(hours=1)).isoformat())
+    ]
+    assert "in the hour vs the 1-day baseline" in hourly[0]["summary"]
+    assert hourly[0]["alert_id"] in {a["alert_id"] for a in triage}
+    assert all(o.status == "scored" for o in outcomes if o.integration_id == "tick-ads")
+    # And the stored state carries the roll-up, with the day's last hour scored
+    state, _ = state_of(stack, "tick-ads")
+    assert state.rollup is not None
+    assert state.rollup.last_period == int((crater + timedelta(hours=18)).timestamp()) // 3600 - 1
