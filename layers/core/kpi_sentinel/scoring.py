@@ -385,12 +385,13 @@ class IntegrationState:
         if pending.hour != hour:
             points = self._close_hour(zero_fill)
             pending = self.pending = PendingHour(hour)
-        ratio: dict[str, bool] = {}
+        ratio: dict[str, bool] = {}  # metric -> is a ratio, looked up once per period
         for s, value in bucket.values.items():
+            if s[0] not in ratio:
+                ratio[s[0]] = self.is_ratio(s[0])
             volume = bucket.volumes.get(s, abs(value))
             total = pending.sums.setdefault(s, [0.0, 0.0])
-            weighted = ratio[s[0]] if s[0] in ratio else ratio.setdefault(s[0], self.is_ratio(s[0]))
-            total[0] += value * volume if weighted else value
+            total[0] += value * volume if ratio[s[0]] else value
             total[1] += volume
         pending.covered += 1
         pending.calendar = pending.calendar or in_calendar

@@ -7,10 +7,11 @@ The rules, as implemented:
 * **Match.** An alert matches a :class:`~kpi_sentinel.quality.labels.Window` when it is of the same
   integration, its period ``[period_start, period_start + granularity_seconds)`` overlaps the window
   (for an alert at the integration's own granularity: ``window.start <= period_start < window.end``;
-  an hourly roll-up alert of a 5-minute integration matches a window that touches its hour), its metric is one of ``window.metrics``
-  and either the window names no slice (``value`` None), or the alert is on the metric's total
-  (``dimension_value`` None), or it is on the window's slice (``dimension == window.dimension`` and
-  ``dimension_value == window.value``). Another slice of the right metric does not match.
+  an hourly roll-up alert of a 5-minute integration matches a window that touches its hour), its
+  metric is one of ``window.metrics`` and either the window names no slice (``value`` None), or the
+  alert is on the metric's total (``dimension_value`` None), or it is on the window's slice
+  (``dimension == window.dimension`` and ``dimension_value == window.value``). Another slice of the
+  right metric does not match.
 * **Match, isolation forest.** An alert of ``detector`` ``isolation_forest`` is about the
   integration's metric totals together: it matches a window of the same integration and time when
   the window's metrics include the alert's ``metric`` (the feature furthest out) or one of the
