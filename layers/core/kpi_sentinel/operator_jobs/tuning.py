@@ -13,7 +13,9 @@ default), and every metric whose alerts operators labelled:
    id is a pure function of its integration, detector, metric, slice and period start
    (:func:`kpi_sentinel.alerts.alert_id`), so each row's id is computed and matched with the labels;
    the recorded alerts under ``alerts/`` (one object per day for every integration) need not be
-   read. Labels of periods outside the window are counted as unmatched. An unlabelled period counts
+   read. Labels of periods outside the window are counted as unmatched, and so are labels of a
+   5-minute integration's hourly roll-up alerts (the history holds the integration's own periods; a
+   tuned threshold of the metric applies to its roll-up too). An unlabelled period counts
    (as an alert a lower threshold would add) only if it clears the metric's floors as far as the
    history can tell: ``min_abs_change`` on ``|observed - expected|``, and for a count or amount
    ``min_volume`` on ``max(|observed|, |expected|)`` (a ratio's volume, its denominator, is not
