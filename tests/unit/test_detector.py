@@ -701,3 +701,28 @@ def test_property_from_robust_learning_on_the_chart_spread_grows_at_most_the_cap
 def test_given_a_non_positive_chart_spread_growth_then_the_detector_refuses_it() -> None:
     with pytest.raises(ValueError, match="chart_spread_growth"):
         SeasonalEWMA(season_length=7, chart_spread_growth=0.0)
+
+
+def _two_hour_bots(seed: int) -> list[StepResult]:
+    """A week of 5-minute counts around 100 (daily profile); on day 5, 24 periods of bot traffic (x3) at
+    phases 150-173, fewer than ``adapt_periods`` (41): the fast level follows them by clipped steps."""
+    rng = np.random.default_rng(seed)
+    season = 288
+    t = np.arange(7 * season)
+    burst = (t // season == 5) & (t % season >= 150) & (t % season < 174)
+    expected = 100 * (1.0 + 0.5 * np.sin(2 * np.pi * (t % season) / season)) * np.where(burst, 3.0, 1.0)
+    values = rng.poisson(expected).astype(np.float64)
+    d = SeasonalEWMA(season_length=season).resize(1)
+    assert d.adapt_periods == 41
+    return [_one(d, k, float(v)) for k, v in enumerate(values)][6 * season + 150 : 6 * season + 174]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_given_bots_shorter_than_the_adaptation_then_the_next_day_expects_the_old_level(seed: int) -> None:
+    day_after = _two_hour_bots(seed)
+
+    scores = [r.score[0] for r in day_after]
+    charts = [r.sustained[0] for r in day_after if r.sustained is not None]
+    # Without imprints kept for in-band-looking periods of the burst: mean -1.3 to -1.5, chart -5.6 to -8.6.
+    assert abs(float(np.mean(scores))) < 0.5
+    assert min(charts) > -3.5

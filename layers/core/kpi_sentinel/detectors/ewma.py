@@ -262,7 +262,10 @@ class SeasonalEWMA:
         A period out of band still moves its phase's baseline (a clipped step, or in full once the series
         is judged to have a new level), so a three-day burst of bot traffic or a one-off payment leaves a
         wrong expectation at that phase for seasons to come: a false alarm on the other side one season
-        later, repeated while the clipped learning unwinds it. So the row as it was before the outlier is
+        later, repeated while the clipped learning unwinds it. Out of band means against the expectation
+        or against the baseline and the slow level: in a two-hour burst of 5-minute data the fast level
+        follows by clipped steps, and its later periods look in band while their rows learn the burst
+        (one day later, the chart of the phases it taught read -9). So the row as it was before the outlier is
         kept (``undo_``) until the phase's next observation: if that is closer to the expectation the
         old row gives than to the current one, the old row is restored before scoring; either way the
         imprint is then settled. Returns the phase's row and the baseline the expectation uses.
@@ -370,7 +373,11 @@ class SeasonalEWMA:
         self.chart_ = np.where(seeded, np.where(shifted, 0.0, chart), self.chart_)
         self.count_ += seeded
         # An outlier's imprint on its phase is provisional (see _settle_imprint): remember the row before it.
-        imprinted = seeded & robust & (np.abs(deviation) > band)  # learned (not a calendar period)
+        # Out of band against the expectation, or against the baseline and the slow level: within a break
+        # shorter than ``adapt_periods`` the fast level follows it by clipped steps, so later periods of
+        # the break look in band while their rows still learn the break.
+        broken = (np.abs(deviation) > band) | (np.abs(slow_residual) > band)
+        imprinted = seeded & robust & broken  # learned (not a calendar period)
         self.undo_[phase] = np.where(imprinted, raw_base, self.undo_[phase])
         self.baseline_[phase] = np.where(observed, cleaned, raw_base)
         self.last_index_[observed] = period_index
