@@ -7,6 +7,8 @@
    against just reading that object from S3. Aim: ratio <= 3.
 3. Detector core throughput (series-points per second) against river's EWMean + EWVar on the same
    data. Target: >= 20x.
+4. The hourly roll-up's cost: scoring two days of 5-minute data with it against the same detector
+   without it (process time). Reported, no target yet.
 
 Timings on a shared machine are noisy: every figure is a median, and each ratio compares two things
 measured in the same run. Results go to bench/results/scorer.json.
@@ -155,6 +157,48 @@ def detector_throughput(n_series: int, n_periods: int) -> dict[str, Any]:
     }
 
 
+def rollup_overhead(runs: int) -> dict[str, Any]:
+    """Scoring 5-minute data with the hourly roll-up against the same detector without it (process time,
+    median of interleaved runs): what the roll-up adds to a 5-minute integration's scoring."""
+    from kpi_sentinel.config import IntegrationConfig, MetricSpec, RatioSpec
+    from kpi_sentinel.parsing import ValidRow
+    from kpi_sentinel.scoring import IntegrationState, aggregate, seasonal_ewma
+
+    names = ("clicks", "signups", "ftds", "deposits", "ngr")
+    config = IntegrationConfig(
+        "bench-5min", granularity_seconds=300, season_length=288, dimensions=("source",),
+        metrics=tuple(MetricSpec(m) for m in names),
+        ratios=(RatioSpec("conversion", "ftds", "clicks"), RatioSpec("signup_rate", "signups", "clicks")),
+    )  # fmt: skip
+    rng = np.random.default_rng(5)
+    start, rows = datetime(2026, 9, 1, tzinfo=UTC), []
+    for k in range(2 * 288):
+        when = start + timedelta(minutes=5 * k)
+        for s in range(20):
+            values = {m: float(v) for m, v in zip(names, rng.poisson(20, size=len(names)), strict=True)}
+            rows.append(ValidRow(len(rows) + 1, when, {"source": f"source-{s}"}, values))
+
+    def once(rolled: bool) -> float:
+        state = IntegrationState(config, 300, seasonal_ewma if rolled else lambda c: seasonal_ewma(c))
+        agg = aggregate(rows, config, 300, state.known_values())
+        t = time.process_time()
+        state.score(agg)
+        return time.process_time() - t
+
+    with_rollup, without = [], []
+    for _ in range(runs):
+        with_rollup.append(once(True))
+        without.append(once(False))
+    a, b = statistics.median(with_rollup), statistics.median(without)
+    return {
+        "data": "2 days x 288 periods x 20 sources x 5 metrics + 2 ratios (7 totals + 140 slices)",
+        "with_rollup_seconds": round(a, 4),
+        "without_seconds": round(b, 4),
+        "ratio": round(a / b, 3),
+        "runs": runs,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs (a smoke test of the benchmark)")
@@ -166,6 +210,7 @@ def main() -> int:
         "cold_import": cold_import(runs),
         "warm_sync": warm_sync(3 if args.quick else 15),
         "detector": detector_throughput(2000, 500 if args.quick else 2000),
+        "rollup": rollup_overhead(3 if args.quick else 7),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
@@ -176,6 +221,9 @@ def main() -> int:
           f"  ratio {ws['ratio']:.2f} (aim <= 3)")  # fmt: skip
     print(f"detector      {dt['kpi_sentinel_points_per_second']:,} vs river {dt['river_points_per_second']:,} "
           f"points/s  ratio {dt['ratio']:.1f}x (target >= 20x)")  # fmt: skip
+    ro = results["rollup"]
+    print(f"roll-up       5-minute scoring {ro['with_rollup_seconds']:.2f}s with it vs {ro['without_seconds']:.2f}s "
+          f"without  ratio {ro['ratio']:.2f}")  # fmt: skip
     print(f"results: {RESULTS.relative_to(ROOT)}")
     return 0
 
