@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -13,9 +14,12 @@ from hypothesis import strategies as st
 from kpi_sentinel.quality.evaluate import (
     Coverage,
     QualityReport,
+    alert_margin,
     evaluate,
+    format_curve,
     format_table,
     granularity_label,
+    operating_curve,
 )
 from kpi_sentinel.quality.labels import ANOMALY_KINDS, EWMA_TARGETED, KnownEvent, Window
 
@@ -662,3 +666,89 @@ def test_a_matching_alert_never_lowers_recall(
 
 def test_default_targets_are_the_ewma_targets() -> None:
     assert _run([], []).targeted_kinds == EWMA_TARGETED
+
+
+# --- operating curve ---------------------------------------------------------------------------------------
+
+
+def _scored(period: float, score: float, sustained: float | None = None, **kw: Any) -> dict[str, Any]:
+    return {**_alert(period, **kw), "score": score, "sustained_score": sustained, "threshold": 4.0}
+
+
+@pytest.mark.parametrize(
+    ("score", "sustained", "margin"),
+    [
+        (-5.0, None, 1.25),
+        (4.4, 2.0, 1.1),  # the slow chart below the score
+        (-2.5, -6.0, 1.5),  # raised by the slow chart
+        (2.5, -6.0, 0.625),  # a slow chart leaning the other way cannot raise it
+    ],
+)
+def test_alert_margin_is_the_larger_of_the_score_and_the_slow_chart_leaning_its_way(
+    score: float, sustained: float | None, margin: float
+) -> None:
+    assert alert_margin(_scored(1, score, sustained), 0) == pytest.approx(margin)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"score": None}, "score"),
+        ({"score": float("nan")}, "score"),
+        ({"threshold": 0}, "threshold"),
+        ({"threshold": "4"}, "threshold"),
+        ({"detector": "isolation_forest"}, "detector"),
+    ],
+)
+def test_alert_margin_names_the_unusable_field(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValueError, match=rf"alert 7: field '{field}'"):
+        alert_margin({**_scored(1, 5.0), **change}, 7)
+
+
+def test_the_curve_drops_weak_alerts_and_trades_recall_for_precision() -> None:
+    windows = [_window(10, 12), _window(30, 32, metrics=("clicks",))]
+    alerts = [
+        _scored(10, -6.0),  # strong catch: 1.5x
+        _scored(30, 4.2, metric="clicks"),  # weak catch: 1.05x
+        _scored(50, 4.1),  # weak false alarm
+        _scored(60, 4.0, 4.6, metric="clicks"),  # false alarm at 1.15x through the slow chart
+        _scored(70, 9.0, severity="info"),  # harmless direction: never counted, whatever its margin
+    ]
+    points = operating_curve(windows, [], alerts, [ACME], factors=(1.0, 1.1, 1.2, 2.0))
+    assert [p.factor for p in points] == [1.0, 1.1, 1.2, 2.0]
+    assert [(p.alerts, p.summary.caught, p.summary.false_bursts) for p in points] == [
+        (4, 2, 2),
+        (2, 1, 1),
+        (1, 1, 0),
+        (0, 0, 0),
+    ]
+    assert points[0].summary == evaluate(windows, [], alerts, [ACME]).overall
+    assert (points[2].summary.precision, points[2].summary.recall) == (1.0, 0.5)
+    row = points[1].to_dict()
+    assert (row["factor"], row["caught"], row["false_bursts"]) == (1.1, 1, 1)
+    json.dumps([p.to_dict() for p in points], allow_nan=False)
+    table = format_curve(points).splitlines()
+    assert table[0].split()[:2] == ["past", "threshold"]
+    assert table[2].split()[:3] == ["x1", "4", "2/2"]
+    assert format_curve([]) == ""
+
+
+@pytest.mark.parametrize("factor", [0.9, float("nan"), True, "1.2"])
+def test_the_curve_refuses_factors_below_one(factor: Any) -> None:
+    with pytest.raises(ValueError, match="factors must be numbers >= 1"):
+        operating_curve([], [], [], [ACME], factors=(1.0, factor))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(_alerts(), st.floats(-12, 12, allow_nan=False)), max_size=15),
+    st.lists(_windows(), max_size=6),
+)
+def test_a_higher_factor_never_catches_more_or_sends_more(
+    scored: list[tuple[dict[str, Any], float]], windows: list[Window]
+) -> None:
+    alerts = [{**alert, "score": score, "sustained_score": None, "threshold": 3.5} for alert, score in scored]
+    points = operating_curve(windows, [], alerts, [ACME], factors=(1.0, 1.2, 1.5, 3.0))
+    for low, high in itertools.pairwise(points):
+        assert high.alerts <= low.alerts
+        assert high.summary.caught <= low.summary.caught

@@ -47,6 +47,10 @@ The rules, as implemented:
   its granularity, and its alerts must carry that ``granularity_seconds`` or a whole multiple of it
   (a roll-up). Gaps, delays and bursts are counted in periods of the integration's granularity.
 
+* **Operating curve.** :func:`operating_curve` scores, by the same rules, only the alerts at least
+  ``k`` times past their threshold (:func:`alert_margin`), for a few ``k`` ≥ 1: what precision would
+  cost in recall at a higher threshold, read off the alerts as raised.
+
 Inputs are validated: an alert missing a field, or with a malformed one (e.g. an unparsable or
 offset-less ``period_start``), raises ``ValueError`` naming the alert's position and the field.
 """
@@ -590,6 +594,121 @@ def evaluate(
         windows=tuple(results),
         false_bursts=tuple(bursts),
     )
+
+
+# --- operating curve -------------------------------------------------------------------------------------
+
+# Margins the curve is read at: 1.0 is what was sent; the others keep only alerts that far past their threshold.
+OPERATING_FACTORS = (1.0, 1.05, 1.1, 1.2, 1.3, 1.5, 2.0)
+
+
+def alert_margin(alert: Mapping[str, Any], position: int) -> float:
+    """How far past its threshold an EWMA alert is, in multiples of the threshold.
+
+    The larger of ``|score|`` and ``|sustained_score|`` (the slow chart, when it leans the same way as
+    the score: only then can it raise the alert) divided by ``threshold``. ``ValueError`` names the
+    alert's position and field when one is missing or unusable, or when the alert is the forest's (its
+    score is an anomaly score, not in the EWMA's standard deviations).
+    """
+    where = f"alert {position}"
+    if alert.get("detector") == FOREST_DETECTOR:
+        raise ValueError(
+            f"{where}: field 'detector' is {FOREST_DETECTOR!r}; margins are read from EWMA alerts"
+        )
+    values: dict[str, float] = {}
+    for name in ("score", "threshold"):
+        value = alert.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"{where}: field {name!r} must be a finite number, got {value!r}")
+        values[name] = float(value)
+    if values["threshold"] <= 0:
+        raise ValueError(f"{where}: field 'threshold' must be positive, got {values['threshold']!r}")
+    score = values["score"]
+    slow = alert.get("sustained_score")
+    if (
+        isinstance(slow, int | float)
+        and not isinstance(slow, bool)
+        and math.isfinite(slow)
+        and slow * score > 0
+    ):
+        score = max(abs(score), abs(float(slow)))
+    return abs(score) / values["threshold"]
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The scores of the alerts at least ``factor`` times past their threshold."""
+
+    factor: float
+    alerts: int  # counted alerts kept
+    summary: Summary
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.summary
+        return {
+            "factor": self.factor,
+            "alerts": self.alerts,
+            "caught": s.caught,
+            "windows": s.windows,
+            "recall": _number(s.recall),
+            "false_bursts": s.false_bursts,
+            "precision": _number(s.precision),
+            "f2": _number(s.f2),
+            "median_delay": _number(s.median_delay),
+        }
+
+
+def operating_curve(
+    windows: Iterable[Window],
+    known_events: Iterable[KnownEvent],
+    alerts: Iterable[Mapping[str, Any]],
+    coverage: Iterable[Coverage],
+    factors: Iterable[float] = OPERATING_FACTORS,
+    targeted_kinds: Iterable[str] = EWMA_TARGETED,
+    burst_gap: int = 3,
+) -> list[OperatingPoint]:
+    """Recall against precision if only alerts at least ``factor`` times past their threshold were sent.
+
+    One point per factor (each ≥ 1), scored by :func:`evaluate` with the same rules. It is read off the
+    alerts as raised, so above 1 it estimates a higher threshold rather than replaying one: a replay
+    would also change what the detector learns (a period no longer out of band is learned) and which
+    periods are confirmed. Use it to see what precision would cost in recall, and where.
+    """
+    window_list, event_list, coverage_list = list(windows), list(known_events), list(coverage)
+    targeted = tuple(targeted_kinds)
+    factor_list = list(factors)
+    for factor in factor_list:
+        if isinstance(factor, bool) or not isinstance(factor, int | float) or not factor >= 1.0:
+            raise ValueError(f"operating curve factors must be numbers >= 1, got {factor!r}")
+    counted = [
+        (alert, alert_margin(alert, i))
+        for i, alert in enumerate(alerts)
+        if alert.get("severity") in COUNTED_SEVERITIES
+    ]
+    points = []
+    for factor in factor_list:
+        kept = [alert for alert, margin in counted if margin >= factor]
+        report = evaluate(window_list, event_list, kept, coverage_list, targeted, burst_gap)
+        points.append(OperatingPoint(float(factor), len(kept), report.overall))
+    return points
+
+
+def format_curve(points: Sequence[OperatingPoint]) -> str:
+    """The operating curve as a fixed-width table, one row per factor."""
+    header = ["past threshold", "alerts", "caught", "recall", "false bursts", "precision", "F2"]
+    rows = [
+        [
+            f"x{p.factor:g}",
+            str(p.alerts),
+            f"{p.summary.caught}/{p.summary.windows}",
+            _cell(p.summary.recall),
+            str(p.summary.false_bursts),
+            _cell(p.summary.precision),
+            _cell(p.summary.f2),
+        ]
+        for p in points
+    ]
+    return "\n".join(_render(header, rows, left=1)) if points else ""
 
 
 # --- text tables ---------------------------------------------------------------------------------------------
