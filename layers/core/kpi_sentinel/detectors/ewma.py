@@ -417,7 +417,7 @@ class SeasonalEWMA:
         taught = np.where(shifted, deviation, clipped)  # the variance only ever learns the clipped one
         # The phase's baseline moves towards the cleaned observation; the level correction stays in mean_.
         absorbed = np.where(seeded, self.seasonal_smoothing * (self.mean_ * weight + taught), 0.0)
-        # The phase's own baseline moves towards the cleaned observation ``base + weight·mean_ + taught`` (with a
+        # The phase's own baseline moves towards the cleaned observation ``base + mean_ + taught`` (with a
         # phase window, ``base`` is the neighbourhood's average, so the phase also moves towards it).
         cleaned = np.where(seeded, raw_base + self.seasonal_smoothing * (base - raw_base) + absorbed, y)
         start = 1.0 / (self.count_ + 1.0)  # the first updates are plain running averages
