@@ -16,17 +16,10 @@ below with a binomial floor (see ``step``):
   from a few seasons of low counts is mostly noise (5-minute data: 288 phases a day, a handful of
   events each), which the neighbours average out;
 * ``mean_[s]`` — EWMA (``alpha``) of the seasonal residual ``y - baseline``: it carries trend and
-  level changes that happened since the phase was last seen. It applies to each phase in proportion
-  to the phase's baseline (relative to the season's root mean square; ratios: in full everywhere),
-  because a change of level is a change of scale: in square roots a 40 % drop takes twice as much
-  from a busy afternoon as from a night hour at a quarter of its volume, and one additive correction
-  learned in the afternoon expected night hours at a half to a third of what came, for days after
-  the drop, with bands wide enough to hide a crater. A phase's residual moves it by
-  ``alpha·weight²`` of what it implies (:func:`_level_gain`), so quiet phases move it little. The
-  slow chart's level (``slow_``) applies and learns the same way;
+  level changes that happened since the phase was last seen;
 * ``var_[s]`` — EWMA of the squared deviations of that residual.
 
-For period *t* with phase ``p = t mod season_length`` the expectation is ``baseline[p] + w[p]·mean`` and the
+For period *t* with phase ``p = t mod season_length`` the expectation is ``baseline[p] + mean`` and the
 score is the deviation in standard deviations. Once warmed up, an observation that is far out is
 winsorised before it updates the state, so one spike does not blind the detector for days; a series
 that stays out of band on one side for ``adapt_periods`` has a new level, which it then learns in full.
@@ -59,15 +52,6 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 TRANSFORMS = ("ssqrt", "identity")
-
-
-def _level_gain(rate: FloatArray, weight: FloatArray) -> FloatArray:
-    """The step of a level correction that applies ``weight`` times at this phase. An observation
-    there says ``residual / weight`` about the level, and is trusted ``rate·weight²`` (at most in
-    full): a quiet phase, which says little about the level, moves it little. With ``weight`` 1 this
-    is ``rate``, the plain EWMA step."""
-    scaled = rate * weight
-    return scaled / np.maximum(scaled * weight, 1.0)  # rate·w, or 1/w once rate·w² passes 1
 
 
 def ssqrt(values: FloatArray) -> FloatArray:
@@ -154,7 +138,6 @@ class SeasonalEWMA:
         self.chart_lambda = chart_lambda
         self.phase_window = phase_window
         self.chart_spread_growth = chart_spread_growth
-        self._sums_of: FloatArray | None = None
         self.resize(0)
 
     @property
@@ -226,12 +209,7 @@ class SeasonalEWMA:
             self.slow_: FloatArray = zeros.copy()
             self.chart_: FloatArray = zeros.copy()
             self.cvar_: FloatArray = zeros.copy()
-            self._square_sums: FloatArray = zeros.copy()
-            self._seen_phases: IntArray = np.zeros(grow, dtype=np.int64)
         else:
-            sums, seen = self._phase_sums()
-            self._square_sums = np.concatenate([sums, zeros])
-            self._seen_phases = np.concatenate([seen, np.zeros(grow, dtype=np.int64)])
             self.baseline_ = np.hstack([self.baseline_, baseline])
             self.undo_ = np.hstack([self.undo_, baseline])
             self.mean_ = np.concatenate([self.mean_, zeros])
@@ -243,13 +221,10 @@ class SeasonalEWMA:
             self.slow_ = np.concatenate([self.slow_, zeros])
             self.chart_ = np.concatenate([self.chart_, zeros])
             self.cvar_ = np.concatenate([self.cvar_, zeros])
-        self._sums_of = self.baseline_
         return self
 
     def select(self, keep: IntArray) -> SeasonalEWMA:
         """Keep only the series at positions ``keep`` (in that order)."""
-        sums, seen = self._phase_sums()
-        self._square_sums, self._seen_phases = sums[keep], seen[keep]
         self.baseline_ = self.baseline_[:, keep]
         self.undo_ = self.undo_[:, keep]
         self.mean_ = self.mean_[keep]
@@ -261,7 +236,6 @@ class SeasonalEWMA:
         self.slow_ = self.slow_[keep]
         self.chart_ = self.chart_[keep]
         self.cvar_ = self.cvar_[keep]
-        self._sums_of = self.baseline_
         return self
 
     def _smoothed_baseline(self, phase: int, raw: FloatArray) -> FloatArray:
@@ -280,46 +254,8 @@ class SeasonalEWMA:
         count = np.maximum(seen.sum(axis=0), 1)
         return np.where(raw == raw, total / count, np.nan)
 
-    def _phase_sums(self) -> tuple[FloatArray, IntArray]:
-        """Per series, the sum of squares of its seen phase baselines and how many are seen.
-
-        Kept up to date by ``step``, ``resize`` and ``select``; computed afresh when ``baseline_`` was
-        replaced from outside (a state loaded from storage), one series at a time so that a series' sums
-        never depend on the others'.
-        """
-        if self._sums_of is not self.baseline_:
-            rows = np.ascontiguousarray(self.baseline_.T)
-            seen = rows == rows
-            self._square_sums = np.where(seen, rows * rows, 0.0).sum(axis=1)
-            self._seen_phases = seen.sum(axis=1).astype(np.int64)
-            self._sums_of = self.baseline_
-        return self._square_sums, self._seen_phases
-
-    def level_weight(self, phase: int) -> FloatArray:
-        """Per series, how much of the level correction (``mean_``, ``slow_``) applies at ``phase``:
-        the phase's baseline over the season's root mean square, 1 for ratios (see ``_level_weight``)."""
-        base = self._smoothed_baseline(phase, self.baseline_[phase % self.season_length].copy())
-        return self._level_weight(base, self.transform_ == 1)
-
-    def _level_weight(self, base: FloatArray, identity: BoolArray) -> FloatArray:
-        """How much of the level correction applies at a phase whose baseline is ``base``: the baseline
-        relative to the season's root mean square (1 for ratios, and where the phase or the season is
-        unseen). A change of level is a change of scale: in the square-root space a 40 % drop takes
-        twice as much from a busy afternoon as from a quiet night hour, so one additive correction
-        learned in the afternoon would empty the night."""
-        sums, seen = self._phase_sums()
-        rms = np.sqrt(np.maximum(sums, 0.0) / np.maximum(seen, 1))
-        usable = ~identity & (base == base) & (rms > 0.0)
-        return np.where(usable, base / np.where(usable, rms, 1.0), 1.0)
-
     def _settle_imprint(
-        self,
-        phase: int,
-        y: FloatArray,
-        takes: BoolArray,
-        raw: FloatArray,
-        base: FloatArray,
-        level: FloatArray,
+        self, phase: int, y: FloatArray, takes: BoolArray, raw: FloatArray, base: FloatArray
     ) -> tuple[FloatArray, FloatArray]:
         """Undo an outlier's imprint on ``phase`` when, one season later, the series is back where it was.
 
@@ -332,8 +268,7 @@ class SeasonalEWMA:
         (one day later, the chart of the phases it taught read -9). So the row as it was before the outlier is
         kept (``undo_``) until the phase's next observation: if that is closer to the expectation the
         old row gives than to the current one, the old row is restored before scoring; either way the
-        imprint is then settled. ``level`` is the level correction at the phase. Returns the phase's
-        row and the baseline the expectation uses (``base`` itself when nothing was pending).
+        imprint is then settled. Returns the phase's row and the baseline the expectation uses.
         """
         undo = self.undo_[phase]
         pending = takes & (undo == undo)
@@ -341,7 +276,7 @@ class SeasonalEWMA:
             return raw, base
         alternative = np.where(pending, undo, raw)
         alt_base = self._smoothed_baseline(phase, alternative)
-        restore = pending & (np.abs(y - alt_base - level) < np.abs(y - base - level))
+        restore = pending & (np.abs(y - alt_base - self.mean_) < np.abs(y - base - self.mean_))
         self.undo_[phase] = np.where(takes, np.nan, undo)
         return np.where(restore, alternative, raw), np.where(restore, alt_base, base)
 
@@ -372,21 +307,16 @@ class SeasonalEWMA:
         x = np.where(observed, values, 0.0)
         y = np.where(identity, x, ssqrt(x))
         raw_base = self.baseline_[phase].copy()
-        stored = raw_base  # the row as stored: the settling below replaces raw_base, never changes it
         base = self._smoothed_baseline(phase, raw_base)
         takes = observed if learn is None else observed & learn
-        weight = self._level_weight(base, identity)
-        settled = self._settle_imprint(phase, y, takes, raw_base, base, self.mean_ * weight)
-        if settled[1] is not base:  # an imprint was pending: the row may have been restored
-            raw_base, base = settled
-            weight = self._level_weight(base, identity)
+        raw_base, base = self._settle_imprint(phase, y, takes, raw_base, base)
         seeded = observed & (base == base)
 
         variance = np.maximum(self.var_, self.sd_floor**2)
         if floor_sd is not None:
             np.maximum(variance, floor_sd * floor_sd, out=variance)
         sd = np.sqrt(variance)
-        center = base + self.mean_ * weight  # NaN where the phase was never seen
+        center = base + self.mean_  # NaN where the phase was never seen
         deviation = np.where(seeded, y - center, 0.0)
         score = np.where(seeded, deviation / sd, np.nan)
         ready = seeded & (self.count_ >= self.warmup_updates)  # may alert
@@ -397,7 +327,7 @@ class SeasonalEWMA:
         # few periods (``chart_lambda``) and scaled by its own running spread. It sees what the fast level
         # absorbs: slow drifts, and sustained moderate breaks that no single period shows.
         lam = self.chart_lambda
-        slow_residual = np.where(seeded, y - base - self.slow_ * weight, 0.0)
+        slow_residual = np.where(seeded, y - base - self.slow_, 0.0)
         slow_z = slow_residual / sd
         limit = 2.0 * self.threshold
         chart = (1.0 - lam) * self.chart_ + lam * np.clip(slow_z, -limit, limit)
@@ -416,7 +346,7 @@ class SeasonalEWMA:
         clipped = np.where(robust, np.clip(deviation, -band, band), deviation)
         taught = np.where(shifted, deviation, clipped)  # the variance only ever learns the clipped one
         # The phase's baseline moves towards the cleaned observation; the level correction stays in mean_.
-        absorbed = np.where(seeded, self.seasonal_smoothing * (self.mean_ * weight + taught), 0.0)
+        absorbed = np.where(seeded, self.seasonal_smoothing * (self.mean_ + taught), 0.0)
         # The phase's own baseline moves towards the cleaned observation ``base + mean_ + taught`` (with a
         # phase window, ``base`` is the neighbourhood's average, so the phase also moves towards it).
         cleaned = np.where(seeded, raw_base + self.seasonal_smoothing * (base - raw_base) + absorbed, y)
@@ -426,14 +356,11 @@ class SeasonalEWMA:
         var_rate = np.where(seeded, np.maximum(var_alpha, start), 0.0)
         slow_rate = np.where(seeded, np.maximum(self.slow_alpha or self.alpha / 25.0, start), 0.0)
         slow_taught = np.where(robust, np.clip(slow_residual, -band, band), slow_residual)
-        self.mean_ += _level_gain(rate, weight) * taught
+        self.mean_ += rate * taught
         self.var_ = np.where(seeded, (1.0 - var_rate) * (self.var_ + var_rate * clipped * clipped), self.var_)
         # A level the fast path accepted as new is the slow path's level too; otherwise the slow level
-        # follows slowly, less what the baselines absorbed (spread over the season's phases: a level
-        # absorbed everywhere is weight × level at each phase, and the mean of weight² is 1).
-        slow = (
-            self.slow_ + _level_gain(slow_rate, weight) * slow_taught - absorbed * weight / self.season_length
-        )
+        # follows slowly, less what the baselines absorbed (spread over the season's phases).
+        slow = self.slow_ + slow_rate * slow_taught - absorbed / self.season_length
         self.slow_ = np.where(seeded, np.where(shifted, self.mean_, slow), self.slow_)
         learned_chart = np.where(
             robust, np.clip(chart, -self.threshold * chart_sd, self.threshold * chart_sd), chart
@@ -452,12 +379,7 @@ class SeasonalEWMA:
         broken = (np.abs(deviation) > band) | (np.abs(slow_residual) > band)
         imprinted = seeded & robust & broken  # learned (not a calendar period)
         self.undo_[phase] = np.where(imprinted, raw_base, self.undo_[phase])
-        sums, seen = self._phase_sums()
-        row = np.where(observed, cleaned, raw_base)
-        was, now = stored == stored, row == row
-        self._square_sums = sums + np.where(now, row * row, 0.0) - np.where(was, stored * stored, 0.0)
-        self._seen_phases = seen + now - was
-        self.baseline_[phase] = row
+        self.baseline_[phase] = np.where(observed, cleaned, raw_base)
         self.last_index_[observed] = period_index
 
         stacked = np.stack([center, center - band, center + band])
