@@ -162,7 +162,7 @@ def test_given_40_days_of_scored_history_when_retrained_then_a_signed_model_is_s
     assert pointer["sha256"] == metadata["sha256"] == hashlib.sha256(body).hexdigest()
     assert metadata["training_days"] == outcome.training_days
     assert metadata["window_end"] == LAST_DAY.isoformat()
-    assert metadata["threshold_percentile"] == 0.5  # hourly data's default: no percentile configured
+    assert metadata["threshold_percentile"] == 1.0  # hourly data's default: no percentile configured
     # the break is caught, in the bad direction, and published once
     published = world.publisher.published
     assert _starts(published) >= BREAK_STARTS
@@ -706,7 +706,7 @@ def test_given_no_configured_percentile_when_retrained_then_the_model_uses_its_g
     ("env_value", "granularity", "percentile"),
     [
         (None, 300, 0.1),
-        (None, 3600, 0.5),
+        (None, 3600, 1.0),
         (None, 86400, 0.3),
         ("0", 300, 0.1),
         ("2.5", 300, 2.5),
