@@ -698,6 +698,7 @@ def test_alert_margin_is_the_larger_of_the_score_and_the_slow_chart_leaning_its_
         ({"threshold": 0}, "threshold"),
         ({"threshold": "4"}, "threshold"),
         ({"detector": "isolation_forest"}, "detector"),
+        ({"sustained_score": "high"}, "sustained_score"),
     ],
 )
 def test_alert_margin_names_the_unusable_field(change: dict[str, Any], field: str) -> None:
@@ -731,6 +732,12 @@ def test_the_curve_drops_weak_alerts_and_trades_recall_for_precision() -> None:
     assert table[0].split()[:2] == ["past", "threshold"]
     assert table[2].split()[:3] == ["x1", "4", "2/2"]
     assert format_curve([]) == ""
+
+
+def test_the_curve_names_a_malformed_alert_by_its_position_in_the_input() -> None:
+    alerts = [_scored(10, -6.0), _scored(11, 2.0, severity="info"), {**_scored(12, 5.0), "severity": "warn"}]
+    with pytest.raises(ValueError, match=r"alert 2: field 'severity'"):
+        operating_curve([_window(10, 12)], [], alerts, [ACME])
 
 
 @pytest.mark.parametrize("factor", [0.9, float("nan"), True, "1.2"])

@@ -625,12 +625,11 @@ def alert_margin(alert: Mapping[str, Any], position: int) -> float:
         raise ValueError(f"{where}: field 'threshold' must be positive, got {values['threshold']!r}")
     score = values["score"]
     slow = alert.get("sustained_score")
-    if (
-        isinstance(slow, int | float)
-        and not isinstance(slow, bool)
-        and math.isfinite(slow)
-        and slow * score > 0
+    if slow is not None and (
+        isinstance(slow, bool) or not isinstance(slow, int | float) or not math.isfinite(slow)
     ):
+        raise ValueError(f"{where}: field 'sustained_score' must be a finite number or null, got {slow!r}")
+    if slow is not None and slow * score > 0:
         score = max(abs(score), abs(float(slow)))
     return abs(score) / values["threshold"]
 
@@ -680,10 +679,13 @@ def operating_curve(
     for factor in factor_list:
         if isinstance(factor, bool) or not isinstance(factor, int | float) or not factor >= 1.0:
             raise ValueError(f"operating curve factors must be numbers >= 1, got {factor!r}")
+    alert_list = list(alerts)
+    # Validated here with their positions in the input: evaluate() below only sees the kept ones.
+    refs = [AlertRef.parse(alert, i) for i, alert in enumerate(alert_list)]
     counted = [
-        (alert, alert_margin(alert, i))
-        for i, alert in enumerate(alerts)
-        if alert.get("severity") in COUNTED_SEVERITIES
+        (alert, alert_margin(alert, ref.position))
+        for alert, ref in zip(alert_list, refs, strict=True)
+        if ref.counted
     ]
     points = []
     for factor in factor_list:
